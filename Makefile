@@ -1,0 +1,50 @@
+# drlrec: `make run` (the main job on the embedded default data) and `make test` set everything up themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.drlrec-installed
+# Keep every library offline (see ../shared/STACK.md).
+export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup run data repro test lint bench clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv and install the pinned dependencies (torch first, CPU build)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "drlrec needs Python >= 3.11, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+data: setup  ## generate data/UserBehavior.csv (the embedded default) unless it exists
+	$(BIN)/drlrec synth --if-missing
+
+repro: data  ## run the DVC pipeline
+	$(BIN)/dvc repro
+
+run: repro  ## the main job: generate the default data if missing, dvc repro, show status
+	$(BIN)/dvc status
+	@echo "artifacts: $$(ls artifacts | tr '\n' ' ')"
+
+test: setup  ## run the test suite
+	$(BIN)/pytest -q
+
+lint: setup  ## ruff
+	$(BIN)/ruff check .
+
+bench: setup  ## benchmarks that print figures (not timed tests)
+	$(BIN)/python bench/bench_synth.py
+	$(BIN)/python bench/bench_ingest.py
+
+clean:  ## remove generated artifacts (not data/, not .venv)
+	rm -rf artifacts .pytest_cache .ruff_cache

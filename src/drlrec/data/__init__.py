@@ -1,0 +1,1 @@
+"""Raw logs in, validated typed events out: ingest, synth (generator), stats, validate."""
