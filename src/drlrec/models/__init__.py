@@ -1,0 +1,1 @@
+"""Recommenders behind one interface (fit / score / recommend): the DQN-LSTM and the baselines."""

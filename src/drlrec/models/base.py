@@ -1,0 +1,107 @@
+"""The interface every drlrec model shares, so evaluation, registry and serving never special-case one.
+
+A model sees a batch of states (the user's last L interactions plus the 10-d profile) and scores every
+item of the vocabulary: `score(states) -> [B, n_items]`. `recommend` is top-k over those scores with
+padding, unknown and optionally excluded items masked.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, NamedTuple
+
+import numpy as np
+
+PAD_ITEM = 0
+UNKNOWN_ITEM = 1
+#: vocab indices below this are never recommended (padding, unknown)
+FIRST_REAL_ITEM = 2
+
+
+class StateBatch(NamedTuple):
+    """A batch of states, left-padded (index 0 = padding), the most recent interaction last."""
+
+    item_seq: np.ndarray  # [B, L] int   item vocab indices
+    category_seq: np.ndarray  # [B, L] int   category vocab indices
+    behavior_seq: np.ndarray  # [B, L] int   behaviour codes 0..3 (meaningless where item_seq == 0)
+    step_features: np.ndarray  # [B, L, 20] float32  per-step encoding
+    profile: np.ndarray  # [B, 10] float32  user profile as of the state
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.item_seq.shape[0])
+
+    def slice(self, start: int, stop: int) -> StateBatch:
+        return StateBatch(*(a[start:stop] for a in self))
+
+
+class Recommender(ABC):
+    """fit / score / recommend. Scores are higher-is-better over the whole item vocabulary."""
+
+    name: str = "recommender"
+    n_items: int
+
+    @abstractmethod
+    def fit(self, data: Any, cfg: Any = None) -> Recommender:
+        """Learn from the training data (the featurize outputs); returns self."""
+
+    @abstractmethod
+    def score(self, states: StateBatch) -> np.ndarray:
+        """Scores of every item for each state: [B, n_items] float32."""
+
+    def recommend(
+        self, states: StateBatch, k: int, exclude: list[np.ndarray] | np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items per state: (items [B, k] int64, scores [B, k] float32), best first."""
+        return top_k(self.score(states), k, exclude)
+
+
+def top_k(
+    scores: np.ndarray, k: int, exclude: list[np.ndarray] | np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of [B, n_items] scores, never returning padding/unknown or an excluded item.
+
+    `exclude` is one array of item indices per row (ragged list) or a [B, n_items] boolean mask.
+    Ties break toward the lower item index, so results are deterministic even for count-based scores.
+    `k` larger than the number of recommendable items returns them all; slots with no finite score
+    left (everything excluded) hold item -1.
+    """
+    import torch
+
+    # nan_to_num copies, so the caller's scores are never modified
+    t = torch.nan_to_num(torch.as_tensor(scores, dtype=torch.float32), nan=-np.inf)  # [B, n_items]
+    batch, n_items = t.shape
+    t[:, : min(FIRST_REAL_ITEM, n_items)] = -np.inf
+    if exclude is not None:
+        if isinstance(exclude, np.ndarray) and exclude.dtype == bool:
+            t[torch.from_numpy(exclude)] = -np.inf
+        elif batch:
+            rows = np.repeat(np.arange(batch), [len(e) for e in exclude])
+            cols = np.concatenate([np.asarray(e, dtype=np.int64).ravel() for e in exclude])
+            ok = (cols >= 0) & (cols < n_items)
+            t[torch.from_numpy(rows[ok]), torch.from_numpy(cols[ok])] = -np.inf
+    k = int(min(k, max(n_items - FIRST_REAL_ITEM, 0)))
+    if k <= 0 or batch == 0:
+        return np.zeros((batch, max(k, 0)), dtype=np.int64), np.zeros((batch, max(k, 0)), dtype=np.float32)
+    values, items = t.topk(k, dim=1)  # [B, k]
+    kth = values[:, -1:]  # [B, 1]
+    # topk may cut inside a run of scores equal to the k-th: keep the lowest indices of that run
+    tied = ((t >= kth).sum(dim=1) > k) & torch.isfinite(kth[:, 0])
+    tied_rows = tied.nonzero().flatten()
+    if len(tied_rows):
+        sub, sub_kth = t[tied_rows], kth[tied_rows]
+        chosen = sub > sub_kth  # [r, n_items]
+        need = k - chosen.sum(dim=1)  # [r]
+        eq_row, eq_col = (sub == sub_kth).nonzero(as_tuple=True)  # row-major: lowest index first
+        first_of_row = torch.searchsorted(eq_row, torch.arange(len(tied_rows)))
+        rank = torch.arange(len(eq_row)) - first_of_row[eq_row]
+        keep = rank < need[eq_row]
+        chosen[eq_row[keep], eq_col[keep]] = True
+        items[tied_rows] = chosen.nonzero()[:, 1].view(len(tied_rows), k)
+    items_np = items.numpy()
+    top_scores = t.gather(1, items).numpy()
+    order = np.lexsort((items_np, -top_scores), axis=1)  # score desc, then index asc
+    items_np = np.take_along_axis(items_np, order, axis=1)
+    top_scores = np.take_along_axis(top_scores, order, axis=1)
+    valid = np.isfinite(top_scores)
+    return np.where(valid, items_np, -1).astype(np.int64), np.where(valid, top_scores, -np.inf).astype(np.float32)

@@ -1,0 +1,234 @@
+"""The DQN-LSTM: a Deep Q-Network whose state encoder is an LSTM over the user's last L interactions.
+
+Q(s, a) = phi(s) . e_a + b_a, where phi(s) is the encoder output after the FC block and e_a an item
+vector, so the Q-head scales to 10^6 items and top-k over the catalogue is one matrix product.
+Variants (params `model.variant`): `lstm` (the paper: 2-layer LSTM, hidden 128, dropout 0.2,
+FC 256 -> 128) and `bilstm_attention` (bidirectional LSTM + multi-head self-attention).
+Heads (`model.head`): `linear`, or `dueling` (V(s) + A(s, a) - mean_a A(s, a)).
+An optional supervised next-item head (the SQN recipe) shares the encoder and the item vectors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from drlrec.config import ModelConfig
+from drlrec.models.base import FIRST_REAL_ITEM, Recommender, StateBatch
+
+N_BEHAVIORS = 4
+N_STEP_FEATURES = 20
+N_PROFILE_FEATURES = 10
+
+
+class TensorStates:
+    """A StateBatch moved to torch on one device (int64 indices, float32 features)."""
+
+    __slots__ = ("item_seq", "category_seq", "behavior_seq", "step_features", "profile")
+
+    def __init__(self, states: StateBatch, device: torch.device | str = "cpu") -> None:
+        self.item_seq = torch.as_tensor(states.item_seq, dtype=torch.long, device=device)  # [B, L]
+        self.category_seq = torch.as_tensor(states.category_seq, dtype=torch.long, device=device)  # [B, L]
+        self.behavior_seq = torch.as_tensor(states.behavior_seq, dtype=torch.long, device=device)  # [B, L]
+        self.step_features = torch.as_tensor(states.step_features, dtype=torch.float32, device=device)  # [B, L, 20]
+        self.profile = torch.as_tensor(states.profile, dtype=torch.float32, device=device)  # [B, 10]
+
+
+class QNetwork(nn.Module):
+    """Encoder + item-scoring heads. All scores are over the full item vocabulary."""
+
+    def __init__(self, n_items: int, n_categories: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.n_categories = n_categories
+        self.cfg = cfg
+        self.item_embedding = nn.Embedding(n_items, cfg.item_dim, padding_idx=0)
+        self.category_embedding = nn.Embedding(n_categories, cfg.category_dim, padding_idx=0)
+        # behaviour code + 1, so that 0 is padding
+        self.behavior_embedding = nn.Embedding(N_BEHAVIORS + 1, cfg.behavior_dim, padding_idx=0)
+        in_dim = cfg.item_dim + cfg.category_dim + cfg.behavior_dim
+        in_dim += N_STEP_FEATURES if cfg.use_step_features else 0
+        bidirectional = cfg.variant == "bilstm_attention"
+        self.lstm = nn.LSTM(
+            in_dim,
+            cfg.hidden,
+            num_layers=cfg.layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
+        enc_dim = cfg.hidden * (2 if bidirectional else 1)
+        self.attention = (
+            nn.MultiheadAttention(enc_dim, cfg.attention_heads, dropout=cfg.dropout, batch_first=True)
+            if bidirectional
+            else None
+        )
+        fc_in = enc_dim + (N_PROFILE_FEATURES if cfg.use_profile else 0)
+        fc_hidden, query_dim = cfg.fc
+        self.fc = nn.Sequential(
+            nn.Linear(fc_in, fc_hidden),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(fc_hidden, query_dim),
+            nn.ReLU(),
+        )
+        if cfg.tie_item_embeddings:
+            self.item_projection = nn.Linear(cfg.item_dim, query_dim, bias=False)
+            self.output_embedding = None
+        else:
+            self.item_projection = None
+            self.output_embedding = nn.Embedding(n_items, query_dim)
+        self.q_bias = nn.Parameter(torch.zeros(n_items))
+        self.value = nn.Linear(query_dim, 1) if cfg.head == "dueling" else None
+        # SQN: a supervised next-item head on the same encoder and item vectors
+        self.ce_projection = nn.Linear(query_dim, query_dim)
+        self.ce_bias = nn.Parameter(torch.zeros(n_items))
+
+    # ------------------------------------------------------------------------------------------ encoder
+
+    def encode(self, states: TensorStates) -> Tensor:
+        """State representation phi(s): [B, query_dim]."""
+        parts = [
+            self.item_embedding(states.item_seq),  # [B, L, item_dim]
+            self.category_embedding(states.category_seq),  # [B, L, category_dim]
+            self.behavior_embedding(torch.where(states.item_seq > 0, states.behavior_seq + 1, 0)),
+        ]
+        if self.cfg.use_step_features:
+            parts.append(states.step_features)  # [B, L, 20]
+        x = torch.cat(parts, dim=-1)  # [B, L, in_dim]
+        out, _ = self.lstm(x)  # [B, L, enc_dim]; left-padded, so the last step is the latest interaction
+        if self.attention is None:
+            encoded = out[:, -1]  # [B, enc_dim]
+        else:
+            padding = states.item_seq == 0  # [B, L]
+            padding[:, -1] = False  # keep one key so an empty history attends to something, never NaN
+            attended, _ = self.attention(out[:, -1:], out, out, key_padding_mask=padding)
+            encoded = attended[:, 0]  # [B, enc_dim]
+        if self.cfg.use_profile:
+            encoded = torch.cat([encoded, states.profile], dim=-1)
+        return self.fc(encoded)  # [B, query_dim]
+
+    # ------------------------------------------------------------------------------------------ heads
+
+    def item_vectors(self, items: Tensor | None = None) -> Tensor:
+        """e_a for the given items ([n] -> [n, query_dim]) or for the whole vocabulary."""
+        if items is None and not torch.is_grad_enabled():
+            return self._cached_item_vectors()
+        if self.output_embedding is not None:
+            return self.output_embedding.weight if items is None else self.output_embedding(items)
+        emb = self.item_embedding.weight if items is None else self.item_embedding(items)
+        return self.item_projection(emb)
+
+    def _cached_item_vectors(self) -> Tensor:
+        """The full [n_items, query_dim] table for inference, recomputed only when a weight it depends on
+        changed (tensor `_version` counters move on every in-place update, e.g. optimizer.step)."""
+        source = self.output_embedding.weight if self.output_embedding is not None else self.item_embedding.weight
+        weights = [source] + ([self.item_projection.weight] if self.item_projection is not None else [])
+        key = tuple((w.data_ptr(), w._version) for w in weights)
+        cache = getattr(self, "_item_cache", None)
+        if cache is None or cache[0] != key:
+            if self.output_embedding is not None:
+                table = self.output_embedding.weight.detach()
+            else:
+                table = self.item_projection(self.item_embedding.weight).detach()
+            cache = (key, table)
+            object.__setattr__(self, "_item_cache", cache)  # plain attribute, not a registered buffer
+        return cache[1]
+
+    def q_values(self, phi: Tensor) -> Tensor:
+        """Q(s, .) over all items: [B, n_items]."""
+        advantage = phi @ self.item_vectors().T + self.q_bias  # [B, n_items]
+        if self.value is None:
+            return advantage
+        return self.value(phi) + advantage - advantage.mean(dim=1, keepdim=True)
+
+    def q_of_actions(self, phi: Tensor, actions: Tensor) -> Tensor:
+        """Q(s, a) for one action per state, without scoring the catalogue when the head allows: [B]."""
+        advantage = (phi * self.item_vectors(actions)).sum(-1) + self.q_bias[actions]  # [B]
+        if self.value is None:
+            return advantage
+        # mean_a A(s, a) = phi . mean(e) + mean(b): one product with the mean item vector
+        mean_advantage = phi @ self.item_vectors().mean(dim=0) + self.q_bias.mean()  # [B]
+        return self.value(phi).squeeze(-1) + advantage - mean_advantage
+
+    def ce_logits(self, phi: Tensor) -> Tensor:
+        """Next-item logits of the supervised head: [B, n_items]."""
+        return self.ce_projection(phi) @ self.item_vectors().T + self.ce_bias
+
+    def forward(self, states: TensorStates) -> Tensor:
+        return self.q_values(self.encode(states))
+
+
+def mask_unrecommendable(scores: Tensor) -> Tensor:
+    """Set padding and unknown items to -inf (in place) so argmax/top-k never pick them."""
+    scores[:, :FIRST_REAL_ITEM] = float("-inf")
+    return scores
+
+
+class DQNLSTM(Recommender):
+    """The DQN-LSTM recommender behind the shared interface; `score` returns Q-values (or, with
+    `score_with="ce"`, the supervised head's logits)."""
+
+    name = "dqn_lstm"
+
+    def __init__(
+        self,
+        n_items: int,
+        n_categories: int,
+        cfg: ModelConfig,
+        device: str | torch.device = "cpu",
+        score_with: str = "q",
+    ) -> None:
+        self.n_items = n_items
+        self.n_categories = n_categories
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.score_with = score_with
+        self.network = QNetwork(n_items, n_categories, cfg).to(self.device)
+
+    def fit(self, data: Any, cfg: Any = None) -> DQNLSTM:
+        from drlrec.train import train_offline
+
+        train_offline(self, data, cfg)
+        return self
+
+    @torch.no_grad()
+    def score(self, states: StateBatch, batch_size: int = 1024) -> np.ndarray:
+        self.network.eval()
+        out = np.empty((states.batch_size, self.n_items), dtype=np.float32)
+        for start in range(0, states.batch_size, batch_size):
+            chunk = TensorStates(states.slice(start, start + batch_size), self.device)
+            phi = self.network.encode(chunk)
+            scores = self.network.ce_logits(phi) if self.score_with == "ce" else self.network.q_values(phi)
+            out[start : start + len(phi)] = scores.float().cpu().numpy()
+        return out
+
+    # ------------------------------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> None:
+        """Save weights + everything needed to rebuild the network (atomic)."""
+        from drlrec.atomic import atomic_path
+
+        payload = {
+            "n_items": self.n_items,
+            "n_categories": self.n_categories,
+            "model_config": dataclasses.asdict(self.cfg),
+            "score_with": self.score_with,
+            "state_dict": {k: v.cpu() for k, v in self.network.state_dict().items()},
+        }
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> DQNLSTM:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        raw = payload["model_config"]
+        cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        model = cls(payload["n_items"], payload["n_categories"], cfg, device=device, score_with=payload["score_with"])
+        model.network.load_state_dict(payload["state_dict"])
+        return model

@@ -1,0 +1,296 @@
+"""Training loops for the DQN-LSTM: offline (logged transitions) and online (SimulatedEnv episodes).
+
+The Double-DQN update is `dqn_update`, one function read top to bottom. Loops add prioritized replay,
+the epsilon and beta schedules, periodic validation with early stopping, and checkpoints that capture
+every piece of state (weights, target, optimizer, replay priorities, RNGs), so a killed run resumes
+to exactly the weights an uninterrupted run reaches.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from drlrec.config import TrainConfig
+from drlrec.models.base import StateBatch
+from drlrec.models.dqn_lstm import DQNLSTM, QNetwork, TensorStates, mask_unrecommendable
+from drlrec.rl.replay import PrioritizedSampler, UniformSampler, linear_schedule
+
+
+class TransitionBatch(NamedTuple):
+    """A batch of (n-step) transitions; `discount` is gamma^n, 0 where the episode ended within n steps."""
+
+    state: StateBatch
+    action: np.ndarray  # [B] int64 item index
+    reward: np.ndarray  # [B] float32 n-step discounted reward
+    next_state: StateBatch
+    discount: np.ndarray  # [B] float32
+    weight: np.ndarray  # [B] float32 importance-sampling weight (1 without prioritized replay)
+
+
+class TransitionSource(Protocol):
+    """Where transitions come from: the logged dataset (offline) or a replay buffer (online)."""
+
+    def __len__(self) -> int: ...
+
+    def gather(self, index: np.ndarray, n_step: int, gamma: float) -> TransitionBatch: ...
+
+
+class UpdateResult(NamedTuple):
+    td_loss: float
+    ce_loss: float
+    q_mean: float
+    td_error: np.ndarray  # [B] |TD error| for the priorities
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) -> None:
+    """target <- tau * source + (1 - tau) * target (tau = 1 is a hard copy)."""
+    with torch.no_grad():
+        for p_target, p_source in zip(target.parameters(), source.parameters(), strict=True):
+            p_target.mul_(1.0 - tau).add_(p_source, alpha=tau)
+
+
+def dqn_update(
+    online: QNetwork,
+    target: QNetwork,
+    optimizer: torch.optim.Optimizer,
+    batch: TransitionBatch,
+    cfg: TrainConfig,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None = None,
+) -> UpdateResult:
+    """One Double-DQN step (+ the optional SQN cross-entropy) on a batch of logged or replayed transitions."""
+    state = TensorStates(batch.state, device)
+    next_state = TensorStates(batch.next_state, device)
+    action = torch.as_tensor(batch.action, dtype=torch.long, device=device)  # [B]
+    reward = torch.as_tensor(batch.reward, dtype=torch.float32, device=device)  # [B]
+    discount = torch.as_tensor(batch.discount, dtype=torch.float32, device=device)  # [B]
+    weight = torch.as_tensor(batch.weight, dtype=torch.float32, device=device)  # [B]
+    use_amp = scaler is not None and device.type == "cuda"
+
+    online.train()
+    with torch.autocast(device_type=device.type, enabled=use_amp):
+        phi = online.encode(state)  # [B, d]
+        q_taken = online.q_of_actions(phi, action).float()  # [B] Q(s, a) of the logged action
+
+        # Double DQN target: the online network picks a', the target network evaluates it
+        with torch.no_grad():
+            next_q_online = mask_unrecommendable(online.q_values(online.encode(next_state)).float())  # [B, n_items]
+            next_action = next_q_online.argmax(dim=1)  # [B]
+            next_q = target.q_of_actions(target.encode(next_state), next_action).float()  # [B]
+            target_q = reward + discount * next_q  # [B]
+
+        td_error = target_q - q_taken
+        td_loss = (weight * F.huber_loss(q_taken, target_q, reduction="none", delta=cfg.huber_delta)).mean()
+        ce_loss = torch.zeros((), device=device)
+        if cfg.ce_weight > 0:
+            # SQN: supervised next-item cross-entropy on the same state representation
+            ce_loss = F.cross_entropy(online.ce_logits(phi).float(), action)
+        loss = td_loss + cfg.ce_weight * ce_loss
+
+    optimizer.zero_grad(set_to_none=True)
+    if use_amp:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(online.parameters(), cfg.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(online.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+
+    return UpdateResult(
+        td_loss=float(td_loss.detach()),
+        ce_loss=float(ce_loss.detach()),
+        q_mean=float(q_taken.detach().mean()),
+        td_error=td_error.detach().abs().float().cpu().numpy(),
+    )
+
+
+def update_target(online: QNetwork, target: QNetwork, cfg: TrainConfig, step: int) -> bool:
+    """Hard copy every C steps or a soft Polyak step every step; returns whether the target moved."""
+    if cfg.target_update == "soft":
+        polyak_update(online, target, cfg.tau)
+        return True
+    if step % cfg.target_update_every == 0:
+        target.load_state_dict(online.state_dict())
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------- loop state
+
+
+@dataclass
+class TrainResult:
+    """What a training run did: per-step history, evaluations, where it stopped and why."""
+
+    steps_done: int = 0
+    stopped_early: bool = False
+    best_metric: float = -math.inf
+    best_step: int = 0
+    resumed_from: int | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+
+    def log(self, **values: float) -> None:
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(float(value))
+
+
+Evaluator = Callable[[DQNLSTM], dict[str, float]]
+Tracker = Callable[[dict[str, float], int], None]
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    from drlrec.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def train_offline(
+    model: DQNLSTM,
+    data: TransitionSource,
+    cfg: TrainConfig,
+    seed: int = 0,
+    evaluate: Evaluator | None = None,
+    metric: str = "valid/ndcg_at_10",
+    checkpoint_path: str | Path | None = None,
+    track: Tracker | None = None,
+    progress: bool = False,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Offline Double DQN on logged transitions with prioritized replay over the whole dataset.
+
+    `stop_after` ends the loop after that many steps of *this call* (used to simulate a killed run);
+    the checkpoint at `checkpoint_path` makes the next call continue where the last one saved.
+    """
+    from tqdm import tqdm
+
+    device = model.device
+    torch.set_num_threads(cfg.threads)
+    _seed_everything(seed)
+    online = model.network
+    target = copy.deepcopy(online)
+    target.eval()
+    optimizer = torch.optim.Adam(online.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if (cfg.amp and device.type == "cuda") else None
+    sampler = PrioritizedSampler(len(data), cfg.per_alpha, cfg.per_eps) if cfg.prioritized else UniformSampler(len(data))
+    sampler.reset(len(data))
+    rng = np.random.default_rng(seed)
+    result = TrainResult()
+    best_state: dict[str, torch.Tensor] | None = None
+    evals_without_gain = 0
+    start = 1
+
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+    if checkpoint_path is not None and checkpoint_path.exists():
+        ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        online.load_state_dict(ckpt["online"])
+        target.load_state_dict(ckpt["target"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        if isinstance(sampler, PrioritizedSampler):
+            sampler.tree.tree[:] = ckpt["priorities"]
+            sampler.max_priority = ckpt["max_priority"]
+        rng.bit_generator.state = ckpt["numpy_rng"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        result = ckpt["result"]
+        best_state = ckpt["best_state"]
+        evals_without_gain = ckpt["evals_without_gain"]
+        start = ckpt["step"] + 1
+        result.resumed_from = ckpt["step"]
+
+    def checkpoint(step: int) -> None:
+        if checkpoint_path is None:
+            return
+        _save_checkpoint(
+            checkpoint_path,
+            {
+                "step": step,
+                "online": online.state_dict(),
+                "target": target.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "priorities": sampler.tree.tree.copy() if isinstance(sampler, PrioritizedSampler) else None,
+                "max_priority": getattr(sampler, "max_priority", 1.0),
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "result": result,
+                "best_state": best_state,
+                "evals_without_gain": evals_without_gain,
+            },
+        )
+
+    bar = tqdm(range(start, cfg.steps + 1), desc="train (offline)", disable=not progress, leave=False,
+               initial=start - 1, total=cfg.steps)
+    steps_this_call = 0
+    for step in bar:
+        beta = linear_schedule(cfg.per_beta_start, cfg.per_beta_end, cfg.steps, step)
+        sample = sampler.sample(cfg.batch_size, beta, rng)
+        batch = data.gather(sample.index, cfg.n_step, cfg.gamma)._replace(weight=sample.weight)
+        update = dqn_update(online, target, optimizer, batch, cfg, device, scaler)
+        sampler.update(sample.index, update.td_error)
+        update_target(online, target, cfg, step)
+
+        metrics = {
+            "train/td_loss": update.td_loss,
+            "train/ce_loss": update.ce_loss,
+            "train/q_mean": update.q_mean,
+            "train/batch_reward": float(batch.reward.mean()),
+            "train/per_beta": beta,
+        }
+        result.log(step=step, **metrics)
+        result.steps_done = step
+        if track is not None and (step % 10 == 0 or step == cfg.steps):
+            track(metrics, step)
+        bar.set_postfix(loss=f"{update.td_loss + cfg.ce_weight * update.ce_loss:.3f}", reward=f"{metrics['train/batch_reward']:.2f}")
+
+        if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            scores = evaluate(model)
+            scores["step"] = step
+            result.evaluations.append(scores)
+            if track is not None:
+                track({k: v for k, v in scores.items() if k != "step"}, step)
+            if scores[metric] > result.best_metric:
+                result.best_metric, result.best_step = scores[metric], step
+                best_state = {k: v.detach().clone() for k, v in online.state_dict().items()}
+                evals_without_gain = 0
+            else:
+                evals_without_gain += 1
+                if evals_without_gain >= cfg.patience:
+                    result.stopped_early = True
+                    checkpoint(step)
+                    break
+        if step % cfg.checkpoint_every == 0:
+            checkpoint(step)
+        steps_this_call += 1
+        if stop_after is not None and steps_this_call >= stop_after:
+            return result
+    bar.close()
+    if best_state is not None:
+        online.load_state_dict(best_state)  # early stopping keeps the best validated weights
+    return result

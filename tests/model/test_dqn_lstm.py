@@ -1,0 +1,170 @@
+"""DQN-LSTM behaviour: shapes, overfitting one batch, target sync, falling TD loss, determinism, resumption."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from drlrec.config import ModelConfig, TrainConfig
+from drlrec.models.base import StateBatch
+from drlrec.models.dqn_lstm import DQNLSTM, TensorStates
+from drlrec.rl.replay import ReplayBuffer
+from drlrec.train import dqn_update, train_offline, update_target
+
+SMALL = ModelConfig(item_dim=16, category_dim=8, behavior_dim=4, hidden=32, layers=2, fc=(64, 32), dropout=0.0)
+FAST = TrainConfig(steps=60, batch_size=64, lr=3e-3, eval_every=10**9, checkpoint_every=20, threads=1, device="cpu",
+                   target_update_every=20)
+
+
+def random_states(n: int, n_items: int, n_cats: int, seq_len: int = 10, seed: int = 0) -> StateBatch:
+    rng = np.random.default_rng(seed)
+    return StateBatch(
+        item_seq=rng.integers(0, n_items, (n, seq_len)),
+        category_seq=rng.integers(0, n_cats, (n, seq_len)),
+        behavior_seq=rng.integers(0, 4, (n, seq_len)),
+        step_features=rng.random((n, seq_len, 20), dtype=np.float32),
+        profile=rng.random((n, 10), dtype=np.float32),
+    )
+
+
+def chain_task(n: int = 2048, n_items: int = 40, seed: int = 0) -> ReplayBuffer:
+    """A learnable task: after item i the logged next item is always i+1 (cyclic over real items 2..n_items-1),
+    and it is bought (reward 1) when the previous item is even."""
+    rng = np.random.default_rng(seed)
+    seq_len = 10
+    real = n_items - 2
+    last = rng.integers(0, real, n)
+    offsets = np.arange(-seq_len + 1, 1)
+    item_seq = (last[:, None] + offsets[None, :]) % real + 2
+    nxt = (last + 1) % real + 2
+    next_seq = np.concatenate([item_seq[:, 1:], nxt[:, None]], axis=1)
+
+    def states(items: np.ndarray) -> StateBatch:
+        return StateBatch(items, items % 5 + 2, np.zeros_like(items), np.zeros((len(items), seq_len, 20), np.float32),
+                          np.zeros((len(items), 10), np.float32))
+
+    buffer = ReplayBuffer(n, seq_len)
+    reward = ((item_seq[:, -1] % 2) == 0).astype(np.float32)
+    buffer.add(states(item_seq), nxt, reward, states(next_seq), rng.random(n) < 0.1)
+    return buffer
+
+
+@pytest.mark.parametrize("n_items", [3, 100_000])
+@pytest.mark.parametrize("variant", ["lstm", "bilstm_attention"])
+@pytest.mark.parametrize("head", ["linear", "dueling"])
+def test_shapes_for_tiny_and_large_catalogues(n_items: int, variant: str, head: str) -> None:
+    model = DQNLSTM(n_items, 50, dataclasses.replace(SMALL, variant=variant, head=head))
+    states = random_states(4, n_items, 50)
+    scores = model.score(states)
+    assert scores.shape == (4, n_items) and scores.dtype == np.float32
+    items, top = model.recommend(states, k=5)
+    assert items.shape == (4, min(5, n_items - 2))
+    assert (items >= 2).all()  # padding and unknown are never recommended
+    phi = model.network.encode(TensorStates(states))
+    actions = torch.tensor([2, 2, n_items - 1, 2])
+    full = model.network.q_values(phi).gather(1, actions[:, None])[:, 0]
+    assert torch.allclose(model.network.q_of_actions(phi, actions), full, atol=1e-5)
+
+
+def test_one_state_scores_match_the_batch() -> None:
+    model = DQNLSTM(500, 20, SMALL)
+    states = random_states(8, 500, 20)
+    np.testing.assert_allclose(model.score(states)[3:4], model.score(states.slice(3, 4)), rtol=1e-5, atol=1e-5)
+
+
+def test_overfits_one_batch() -> None:
+    torch.manual_seed(0)
+    model = DQNLSTM(60, 10, SMALL)
+    data = chain_task(64, 60)
+    batch = data.gather(np.arange(64), n_step=1, gamma=0.0)
+    target = DQNLSTM(60, 10, SMALL).network
+    target.load_state_dict(model.network.state_dict())
+    opt = torch.optim.Adam(model.network.parameters(), lr=1e-2)
+    cfg = dataclasses.replace(FAST, gamma=0.0)  # pure regression to the reward + the CE head
+    first = dqn_update(model.network, target, opt, batch, cfg, torch.device("cpu"))
+    for _ in range(300):
+        last = dqn_update(model.network, target, opt, batch, cfg, torch.device("cpu"))
+    assert last.td_loss < 0.05 * first.td_loss
+    assert last.ce_loss < 0.1 * first.ce_loss
+    # the supervised head ranks the logged next item first; the Q-head fits Q(s, a_logged) = reward
+    model.score_with = "ce"
+    items, _ = model.recommend(batch.state, k=1)
+    assert (items[:, 0] == batch.action).mean() == 1.0
+    with torch.no_grad():
+        phi = model.network.encode(TensorStates(batch.state))
+        q = model.network.q_of_actions(phi, torch.as_tensor(batch.action)).numpy()
+    np.testing.assert_allclose(q, batch.reward, atol=0.25)
+
+
+def test_target_network_syncs_hard_and_soft() -> None:
+    online = DQNLSTM(30, 5, SMALL).network
+    target = DQNLSTM(30, 5, SMALL).network
+    differs = lambda: any(not torch.equal(a, b) for a, b in zip(online.parameters(), target.parameters()))  # noqa: E731
+    assert differs()
+    hard = dataclasses.replace(FAST, target_update="hard", target_update_every=5)
+    assert not update_target(online, target, hard, step=3) and differs()
+    assert update_target(online, target, hard, step=10) and not differs()
+    with torch.no_grad():
+        for p in online.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in target.parameters()]
+    soft = dataclasses.replace(FAST, target_update="soft", tau=0.25)
+    update_target(online, target, soft, step=1)
+    for b, t, o in zip(before, target.parameters(), online.parameters(), strict=True):
+        torch.testing.assert_close(t, 0.75 * b + 0.25 * o)
+
+
+def test_td_loss_falls_on_a_learnable_task() -> None:
+    model = DQNLSTM(40, 10, SMALL)
+    # pure TD (no CE term), bootstrapping through the target network
+    cfg = dataclasses.replace(FAST, steps=300, ce_weight=0.0, gamma=0.5)
+    result = train_offline(model, chain_task(), cfg, seed=1)
+    td = np.array(result.history["train/td_loss"])
+    assert td[-20:].mean() < 0.5 * td[:20].mean()
+
+
+def test_same_seed_same_weights_different_seed_different() -> None:
+    def run(seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(seed)
+        model = DQNLSTM(40, 10, dataclasses.replace(SMALL, dropout=0.2))
+        train_offline(model, chain_task(), dataclasses.replace(FAST, steps=30), seed=seed)
+        return model.network.state_dict()
+
+    a, b, c = run(3), run(3), run(4)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(FAST, steps=60, checkpoint_every=20)
+    model_cfg = dataclasses.replace(SMALL, dropout=0.2)  # dropout consumes the torch RNG: it must be restored
+
+    torch.manual_seed(5)
+    straight = DQNLSTM(40, 10, model_cfg)
+    train_offline(straight, chain_task(), cfg, seed=5)
+
+    torch.manual_seed(5)
+    killed = DQNLSTM(40, 10, model_cfg)
+    ckpt = tmp_path / "checkpoint.pt"
+    # "kill" after 47 steps: the last checkpoint is at step 40, so steps 41..47 are redone
+    partial = train_offline(killed, chain_task(), cfg, seed=5, checkpoint_path=ckpt, stop_after=47)
+    assert partial.steps_done == 47
+
+    torch.manual_seed(123)  # a new process: different initial weights and RNG before resuming
+    resumed = DQNLSTM(40, 10, model_cfg)
+    result = train_offline(resumed, chain_task(), cfg, seed=5, checkpoint_path=ckpt)
+    assert result.resumed_from == 40
+    for key, value in straight.network.state_dict().items():
+        assert torch.equal(value, resumed.network.state_dict()[key]), key
+
+
+def test_save_load_gives_identical_scores(tmp_path: Path) -> None:
+    model = DQNLSTM(200, 10, dataclasses.replace(SMALL, head="dueling"))
+    states = random_states(6, 200, 10)
+    model.save(tmp_path / "m.pt")
+    again = DQNLSTM.load(tmp_path / "m.pt")
+    np.testing.assert_array_equal(model.score(states), again.score(states))
