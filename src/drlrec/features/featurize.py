@@ -1,0 +1,375 @@
+"""featurize: typed events -> temporal split, train-only vocabularies and statistics, per-event features, transitions.
+
+`featurize` computes everything per event once (vectorized, no loop per event or per user); `build_transitions`
+then cuts one split's compact event table and state index matrix out of it, so a caller holds one split at a
+time. Global statistics (vocabularies, popularity, conversion rates) come from train-period events only;
+per-user features of any event come from that user's earlier events, whatever split they fall in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from drlrec.config import FeaturizeConfig
+from drlrec.errors import ConfigError, InputError
+from drlrec.features.profile import PROFILE_FEATURES, profiles_at, running_counts
+from drlrec.features.sessions import sessionize
+from drlrec.features.split import SPLITS, TRAIN, SplitBoundaries, assign_split, split_boundaries
+from drlrec.features.steps import (
+    STEP_DIM,
+    STEP_FEATURES,
+    USER_CONTEXT_COLUMNS,
+    TrainStats,
+    fit_train_stats,
+    step_features,
+    time_gaps,
+)
+from drlrec.features.transitions import Transitions
+from drlrec.features.users import UserIndex, user_index
+from drlrec.features.vocab import UNKNOWN, Vocab, fit_vocab
+from drlrec.schema import BEHAVIORS, BUY, EVENT_COLUMNS, EVENT_DTYPES
+
+ITEM_VOCAB_FILE = "item_vocab.npz"
+CATEGORY_VOCAB_FILE = "category_vocab.npz"
+TRAIN_STATS_FILE = "train_stats.npz"
+REPORT_FILE = "featurize_report.json"
+DONE_DEFINITION = "last event of the user in the split (session_end is stored for session episodes)"
+
+
+class TrainGlobals(NamedTuple):
+    """Everything fitted on the train period that later splits and serving must reuse unchanged."""
+
+    item_vocab: Vocab
+    category_vocab: Vocab
+    stats: TrainStats
+
+    def save(self, features_dir: str | Path) -> None:
+        """Write the vocabularies and statistics into `features_dir` (each file atomically)."""
+        features_dir = Path(features_dir)
+        self.item_vocab.save(features_dir / ITEM_VOCAB_FILE)
+        self.category_vocab.save(features_dir / CATEGORY_VOCAB_FILE)
+        self.stats.save(features_dir / TRAIN_STATS_FILE)
+
+    @classmethod
+    def load(cls, features_dir: str | Path) -> TrainGlobals:
+        """Read what `save` wrote (serving maps raw ids and computes step features with these)."""
+        features_dir = Path(features_dir)
+        return cls(
+            Vocab.load(features_dir / ITEM_VOCAB_FILE),
+            Vocab.load(features_dir / CATEGORY_VOCAB_FILE),
+            TrainStats.load(features_dir / TRAIN_STATS_FILE),
+        )
+
+
+class EventFeatures(NamedTuple):
+    """Per-event features of the whole events table, in its (user, time) order; n = number of events."""
+
+    user_id: np.ndarray  # [n] int64 raw user id
+    category_id: np.ndarray  # [n] int64 raw category id
+    timestamp: np.ndarray  # [n] int64 Unix seconds
+    behavior: np.ndarray  # [n] int8 behaviour code
+    item_idx: np.ndarray  # [n] int32 train vocabulary index (1 = unknown)
+    category_idx: np.ndarray  # [n] int32
+    split: np.ndarray  # [n] int8 TRAIN / VALID / TEST
+    users: UserIndex  # start, position, is_first, ordinal: each [n]
+    time_gap: np.ndarray  # [n] int32 seconds since the user's previous event (0 for the first)
+    session_index: np.ndarray  # [n] int32
+    session_position: np.ndarray  # [n] int32
+    session_end: np.ndarray  # [n] bool
+    profile: np.ndarray  # [n, 10] float32 profile before the event
+    episode_end: np.ndarray  # [n] bool: the user's last event within the event's split
+    terminal_profile: np.ndarray  # [D, 10] float32 profile after each episode-end event, in table order
+
+
+class FeaturizeResult(NamedTuple):
+    """What `featurize` returns; `build_transitions(result, split)` cuts one split out of it."""
+
+    globals: TrainGlobals
+    bounds: SplitBoundaries
+    events: EventFeatures
+    seq_len: int
+    reward_weights: np.ndarray  # [4] float32 business reward per behaviour code
+
+
+def load_events(path: str | Path) -> pd.DataFrame:
+    """Read events.parquet into a DataFrame backed by plain numpy arrays (EVENTS_SCHEMA dtypes).
+
+    Record batches are copied into preallocated columns and Arrow's pool is released afterwards, so the
+    resident size is the columns themselves (pyarrow's to_pandas keeps about as much again in its pool).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (run `drlrec ingest` first)")
+    try:
+        parquet = pq.ParquetFile(str(path))
+        missing = [c for c in EVENT_COLUMNS if c not in parquet.schema_arrow.names]
+        if missing:
+            raise InputError(f"{path}: not an events file (missing column(s) {', '.join(missing)})")
+        n = parquet.metadata.num_rows
+        columns = {c: np.empty(n, dtype=EVENT_DTYPES[c]) for c in EVENT_COLUMNS}
+        at = 0
+        batch = None
+        for batch in parquet.iter_batches(batch_size=1 << 20, columns=list(EVENT_COLUMNS)):
+            for name in EVENT_COLUMNS:
+                columns[name][at : at + batch.num_rows] = batch.column(name).to_numpy(zero_copy_only=False)
+            at += batch.num_rows
+        del batch, parquet
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a readable events Parquet file ({str(exc).splitlines()[0]})") from exc
+    pa.default_memory_pool().release_unused()
+    return pd.DataFrame(columns, copy=False)
+
+
+def _check_events(events: pd.DataFrame) -> None:
+    missing = [c for c in EVENT_COLUMNS if c not in events.columns]
+    if missing:
+        raise InputError(f"events lack column(s) {', '.join(missing)}; expected {', '.join(EVENT_COLUMNS)}")
+    if len(events) == 0:
+        raise InputError("no events to featurize")
+    user = events["user_id"].to_numpy()
+    ts = events["timestamp"].to_numpy()
+    same_user = user[1:] == user[:-1]
+    if np.any(user[1:] < user[:-1]) or np.any(same_user & (ts[1:] < ts[:-1])):
+        raise InputError(
+            "events are not sorted by user then time (featurize reads what `drlrec ingest` writes)"
+        )
+    behavior = events["behavior"].to_numpy()
+    if behavior.min() < 0 or behavior.max() >= len(BEHAVIORS):
+        raise InputError(f"behaviour codes outside 0..{len(BEHAVIORS) - 1}")
+
+
+def reward_weight_table(cfg: FeaturizeConfig) -> np.ndarray:
+    """[4] float32 business-weighted reward per behaviour code, from featurize.reward_weights."""
+    if set(cfg.reward_weights) != set(BEHAVIORS):
+        raise ConfigError(
+            f"featurize.reward_weights needs exactly {', '.join(BEHAVIORS)} (got {', '.join(sorted(cfg.reward_weights))})"
+        )
+    return np.array([cfg.reward_weights[name] for name in BEHAVIORS], dtype=np.float32)
+
+
+def check_config(cfg: FeaturizeConfig) -> None:
+    """Reject settings that would make featurize meaningless (ConfigError, one line)."""
+    minimum = {
+        "train_days": 1,
+        "valid_days": 0,
+        "seq_len": 1,
+        "min_count": 1,
+        "session_gap": 0,
+        "density_window": 1,
+        "category_buckets": 1,
+    }
+    for name, low in minimum.items():
+        if getattr(cfg, name) < low:
+            raise ConfigError(f"featurize.{name} must be >= {low} (got {getattr(cfg, name)})")
+    for name in ("activity_floor_days", "age_scale_days"):
+        if not getattr(cfg, name) > 0:
+            raise ConfigError(f"featurize.{name} must be > 0 (got {getattr(cfg, name)})")
+    if cfg.rate_smoothing < 0:
+        raise ConfigError(f"featurize.rate_smoothing must be >= 0 (got {cfg.rate_smoothing})")
+    reward_weight_table(cfg)
+
+
+def featurize(
+    events: pd.DataFrame,
+    cfg: FeaturizeConfig,
+    window_start: int,
+    fitted: TrainGlobals | None = None,
+) -> FeaturizeResult:
+    """Split `events` (EVENTS_SCHEMA columns, sorted by user then time) by time, fit the train-only globals
+    (unless `fitted` is given: e.g. to featurize new data with the vocabularies of a deployed model) and
+    compute every per-event feature. `window_start` is the first second of day 1 (ingest.window_start)."""
+    check_config(cfg)
+    _check_events(events)
+    weights = reward_weight_table(cfg)
+    user_id = events["user_id"].to_numpy(dtype=np.int64)
+    item_id = events["item_id"].to_numpy(dtype=np.int64)
+    category_id = events["category_id"].to_numpy(dtype=np.int64)
+    behavior = events["behavior"].to_numpy(dtype=np.int8)
+    timestamp = events["timestamp"].to_numpy(dtype=np.int64)
+
+    bounds = split_boundaries(window_start, cfg)
+    split = assign_split(timestamp, bounds)
+    if fitted is None:
+        # vocabularies from train events; statistics from the train rows of the encoded columns
+        train = split == TRAIN
+        item_vocab = fit_vocab(item_id[train], cfg.min_count)
+        category_vocab = fit_vocab(category_id[train], cfg.min_count)
+        item_idx = item_vocab.encode(item_id)
+        category_idx = category_vocab.encode(category_id)
+        stats = fit_train_stats(
+            item_idx[train], category_idx[train], behavior[train], item_vocab.size, category_vocab.size, cfg
+        )
+        fitted = TrainGlobals(item_vocab, category_vocab, stats)
+        del train
+    else:
+        item_idx = fitted.item_vocab.encode(item_id)
+        category_idx = fitted.category_vocab.encode(category_id)
+
+    users = user_index(user_id)
+    sessions = sessionize(timestamp, users, cfg.session_gap)
+    running = running_counts(users, category_id, behavior)
+    profile = profiles_at(running, users, timestamp, cfg)
+    # an episode is a user's run of events within one split; split codes never decrease along a user
+    episode_end = np.ones(len(split), dtype=bool)
+    episode_end[:-1] = users.is_first[1:] | (split[1:] != split[:-1])
+    terminal_profile = profiles_at(
+        running, users, timestamp, cfg, rows=np.flatnonzero(episode_end), include_event=True
+    )
+    del running
+    features = EventFeatures(
+        user_id=user_id,
+        category_id=category_id,
+        timestamp=timestamp,
+        behavior=behavior,
+        item_idx=item_idx,
+        category_idx=category_idx,
+        split=split,
+        users=users,
+        time_gap=time_gaps(timestamp, users.is_first),
+        session_index=sessions.session_index,
+        session_position=sessions.session_position,
+        session_end=sessions.is_session_end,
+        profile=profile,
+        episode_end=episode_end,
+        terminal_profile=terminal_profile,
+    )
+    return FeaturizeResult(fitted, bounds, features, cfg.seq_len, weights)
+
+
+class _SplitRows(NamedTuple):
+    """Which events of the whole table a split's file holds."""
+
+    table: np.ndarray  # [E - 1] int64 event rows of the event table (after its padding row), sorted
+    actions: np.ndarray  # [T] int64 event rows of the split's events
+    action_row: np.ndarray  # [T] int32 event-table row of each action (padding row 0 counted)
+
+
+def _split_rows(events: EventFeatures, code: int, seq_len: int) -> _SplitRows:
+    """The split's events plus, before each user's first one, up to `seq_len` earlier events as context."""
+    users = events.users
+    in_split = events.split == code
+    n_users = int(users.ordinal[-1]) + 1
+    earlier = np.bincount(users.ordinal, weights=events.split < code, minlength=n_users).astype(np.int64)
+    has_split = np.bincount(users.ordinal, weights=in_split, minlength=n_users) > 0
+    first_split_row = users.start + earlier[users.ordinal]  # [n]
+    rows = np.arange(len(in_split), dtype=np.int64)
+    context = (events.split < code) & has_split[users.ordinal] & (rows >= first_split_row - seq_len)
+    included = in_split | context
+    actions = np.flatnonzero(in_split)
+    # table row of an included event = how many included events up to it (row 0 is padding)
+    action_row = np.cumsum(included, dtype=np.int32)[actions]
+    return _SplitRows(table=np.flatnonzero(included), actions=actions, action_row=action_row)
+
+
+def build_transitions(result: FeaturizeResult, split: str) -> Transitions:
+    """One split's transitions (see drlrec.features.transitions for the layout and shapes)."""
+    ev = result.events
+    n_steps = result.seq_len
+    selected = _split_rows(ev, SPLITS.index(split), n_steps)
+    table, actions = selected.table, selected.actions
+    n_rows = len(table) + 1  # E, with the padding row 0
+
+    item_idx = np.zeros(n_rows, dtype=np.int32)
+    item_idx[1:] = ev.item_idx[table]
+    category_idx = np.zeros(n_rows, dtype=np.int32)
+    category_idx[1:] = ev.category_idx[table]
+    behavior_token = np.zeros(n_rows, dtype=np.int8)
+    behavior_token[1:] = ev.behavior[table] + 1
+    steps = np.zeros((n_rows, STEP_DIM), dtype=np.float32)  # [E, 20]
+    context_columns = np.asarray(USER_CONTEXT_COLUMNS)[None, :]
+    block_rows = 1 << 16  # the column-wise writes into a [block_rows, 20] block stay in cache
+    for lo in range(0, len(table), block_rows):
+        rows = table[lo : lo + block_rows]
+        step_features(
+            ev.item_idx[rows],
+            ev.category_idx[rows],
+            ev.behavior[rows],
+            ev.time_gap[rows],
+            ev.users.position[rows],
+            ev.profile[rows[:, None], context_columns],  # [b, 3]
+            result.globals.stats,
+            out=steps[1 + lo : 1 + lo + len(rows)],
+        )
+
+    # event-table row of every action, and of its user's first row in the table
+    row = selected.action_row  # [T]
+    table_users = user_index(ev.user_id[table])
+    first_row = (table_users.start[row - 1] + 1).astype(np.int32)  # [T]
+    state_index = np.zeros((len(actions), n_steps), dtype=np.int32)  # [T, N]
+    back = np.arange(n_steps, 0, -1, dtype=np.int32)  # [N] N, ..., 1: oldest first
+    chunk = 1 << 20  # bounded temporaries: a [chunk, N] block at a time
+    for lo in range(0, len(actions), chunk):
+        candidate = row[lo : lo + chunk, None] - back[None, :]  # [b, N] rows N..1 before the action
+        # rows before the user's first table row belong to another user (or are absent): padding
+        state_index[lo : lo + chunk] = np.where(candidate >= first_row[lo : lo + chunk, None], candidate, 0)
+
+    behavior = ev.behavior[actions]
+    done = ev.episode_end[actions]
+    terminal_rank = np.cumsum(ev.episode_end) - 1  # [n] position among all episode ends
+    terminal_row = np.full(len(actions), -1, dtype=np.int32)
+    done_actions = actions[done]
+    terminal_row[done] = np.arange(len(done_actions), dtype=np.int32)
+    return Transitions(
+        item_idx=item_idx,
+        category_idx=category_idx,
+        behavior_token=behavior_token,
+        step_features=steps,
+        row=row,
+        state_index=state_index,
+        profile=ev.profile[actions],
+        reward_purchase=(behavior == BUY).astype(np.float32),
+        reward_business=result.reward_weights[behavior],
+        done=done,
+        session_end=ev.session_end[actions],
+        user_id=ev.user_id[actions],
+        timestamp=ev.timestamp[actions],
+        session_index=ev.session_index[actions],
+        session_position=ev.session_position[actions],
+        terminal_row=terminal_row,
+        terminal_profile=ev.terminal_profile[terminal_rank[done_actions]],
+    )
+
+
+def featurize_report(result: FeaturizeResult) -> dict[str, Any]:
+    """Counts per split, vocabulary sizes, unknown shares and the boundaries, for featurize_report.json."""
+    ev = result.events
+    item_vocab, category_vocab = result.globals.item_vocab, result.globals.category_vocab
+    splits: dict[str, Any] = {}
+    for code, name in enumerate(SPLITS):
+        selected = _split_rows(ev, code, result.seq_len)
+        actions = selected.actions
+        n = len(actions)
+        splits[name] = {
+            "transitions": n,
+            "users": int(np.count_nonzero(np.diff(ev.users.ordinal[actions])) + 1) if n else 0,
+            "episodes": int(np.count_nonzero(ev.episode_end[actions])),
+            "event_table_rows": len(selected.table) + 1,
+            "context_rows": len(selected.table) - n,
+            "unknown_item_share": float(np.mean(ev.item_idx[actions] == UNKNOWN)) if n else 0.0,
+            "unknown_category_share": float(np.mean(ev.category_idx[actions] == UNKNOWN)) if n else 0.0,
+            "behaviors": {
+                b: int(np.count_nonzero(ev.behavior[actions] == c)) for c, b in enumerate(BEHAVIORS)
+            },
+        }
+    return {
+        "events": len(ev.user_id),
+        "users": int(ev.users.ordinal[-1]) + 1,
+        "seq_len": result.seq_len,
+        "boundaries": result.bounds.to_dict(),
+        "splits": splits,
+        "item_vocab_size": item_vocab.size,
+        "items_in_vocab": len(item_vocab.raw_ids),
+        "category_vocab_size": category_vocab.size,
+        "categories_in_vocab": len(category_vocab.raw_ids),
+        "done": DONE_DEFINITION,
+        "profile_features": list(PROFILE_FEATURES),
+        "step_features": list(STEP_FEATURES),
+        "reward_weights": dict(zip(BEHAVIORS, map(float, result.reward_weights), strict=True)),
+    }

@@ -1,0 +1,202 @@
+"""Logged transitions of one split, stored compactly: an event table plus index arrays, gathered per batch.
+
+Layout of `<split>.npz` (E event-table rows, T transitions, N = seq_len, D = episodes ending in the split):
+
+    event table, row 0 is an all-zero padding row; then the split's events and, before each user's first
+    split event, up to N of the user's earlier events (history from earlier splits, so a validation state
+    can hold train-period events), sorted by (user, time):
+        item_idx        [E] int32    vocabulary index (0 pad, 1 unknown)
+        category_idx    [E] int32
+        behavior_token  [E] int8     behaviour code + 1 (0 pad; 1 pv, 2 cart, 3 fav, 4 buy)
+        step_features   [E, 20] f32  STEP_FEATURES
+    one row per event of the split, in (user, time) order:
+        row             [T] int32    event-table row of the action (the event itself)
+        state_index     [T, N] int32 event-table rows of the user's previous N events, oldest first,
+                                     left-padded with row 0
+        profile         [T, 10] f32  PROFILE_FEATURES before the action
+        reward_purchase [T] f32      1 if the action is a buy (the paper's reward)
+        reward_business [T] f32      featurize.reward_weights of the action's behaviour
+        done            [T] bool     the user's last event in this split: an episode is a user's sequence
+                                     within the split (session_end is stored for session episodes)
+        session_end     [T] bool     the last event of its 30-minute session
+        user_id, timestamp [T] int64; session_index, session_position [T] int32
+        terminal_row    [T] int32    row of terminal_profile for a done transition, -1 otherwise
+        terminal_profile [D, 10] f32 profile after the action of each done transition (at its timestamp)
+
+Nothing of size [T, N, 20] is ever stored: the next state of transition i is
+`state_index[i, 1:] + [row[i]]` (the state shifted by the action), its profile is `profile[i + 1]` when the
+episode goes on (the next row is the same user's next event) and `terminal_profile[terminal_row[i]]`
+when it is done.
+`gather_batch` materializes states for a batch of transitions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from drlrec.atomic import atomic_path
+from drlrec.errors import InputError
+
+#: Field order on disk and in Transitions.
+STORED_FIELDS: tuple[str, ...] = (
+    "item_idx",
+    "category_idx",
+    "behavior_token",
+    "step_features",
+    "row",
+    "state_index",
+    "profile",
+    "reward_purchase",
+    "reward_business",
+    "done",
+    "session_end",
+    "user_id",
+    "timestamp",
+    "session_index",
+    "session_position",
+    "terminal_row",
+    "terminal_profile",
+)
+REWARDS: tuple[str, ...] = ("purchase_binary", "business_weighted")
+
+
+class Transitions(NamedTuple):
+    """One split: event table (E rows, row 0 padding) + T transitions with N-step states (see module doc)."""
+
+    item_idx: np.ndarray  # [E] int32
+    category_idx: np.ndarray  # [E] int32
+    behavior_token: np.ndarray  # [E] int8: behaviour code + 1, 0 = padding
+    step_features: np.ndarray  # [E, 20] float32
+    row: np.ndarray  # [T] int32: event-table row of the action
+    state_index: np.ndarray  # [T, N] int32: event-table rows of the state, oldest first, 0 = padding
+    profile: np.ndarray  # [T, 10] float32: profile before the action
+    reward_purchase: np.ndarray  # [T] float32
+    reward_business: np.ndarray  # [T] float32
+    done: np.ndarray  # [T] bool: last event of the user in this split
+    session_end: np.ndarray  # [T] bool
+    user_id: np.ndarray  # [T] int64: raw user id
+    timestamp: np.ndarray  # [T] int64: Unix seconds of the action
+    session_index: np.ndarray  # [T] int32: the user's session number (0-based)
+    session_position: np.ndarray  # [T] int32: events before the action in its session
+    terminal_row: np.ndarray  # [T] int32: row of terminal_profile where done, else -1
+    terminal_profile: np.ndarray  # [D, 10] float32: profile after each done action
+
+    @property
+    def seq_len(self) -> int:
+        """N, the number of previous interactions in a state."""
+        return int(self.state_index.shape[1])
+
+    @property
+    def num_transitions(self) -> int:
+        """T, the number of transitions (len() of the tuple is its number of fields)."""
+        return int(self.row.shape[0])
+
+    @property
+    def action_item(self) -> np.ndarray:
+        """[T] int32 item index of the logged action (the next item)."""
+        return self.item_idx[self.row]
+
+    @property
+    def action_category(self) -> np.ndarray:
+        """[T] int32 category index of the action."""
+        return self.category_idx[self.row]
+
+    @property
+    def action_behavior(self) -> np.ndarray:
+        """[T] int8 behaviour code of the action (0 pv, 1 cart, 2 fav, 3 buy)."""
+        return (self.behavior_token[self.row] - 1).astype(np.int8)
+
+    def reward(self, kind: str) -> np.ndarray:
+        """[T] float32 reward of the action: `purchase_binary` or `business_weighted`."""
+        if kind not in REWARDS:
+            raise ValueError(f"unknown reward {kind!r}; expected one of {REWARDS}")
+        return self.reward_purchase if kind == "purchase_binary" else self.reward_business
+
+    def next_state_index(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """[B, N] int32 event-table rows of the next state: the state shifted left, the action appended."""
+        indices = np.arange(self.num_transitions) if indices is None else np.asarray(indices)
+        return np.concatenate([self.state_index[indices, 1:], self.row[indices, None]], axis=1)
+
+    def next_profile(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """[B, 10] float32 profile of the next state (the user's profile after the action)."""
+        indices = np.arange(self.num_transitions) if indices is None else np.asarray(indices)
+        # the last transition of a split is always done, so indices + 1 is only read where it exists
+        out = self.profile[np.minimum(indices + 1, self.num_transitions - 1)]  # [B, 10]
+        is_done = self.done[indices]
+        out[is_done] = self.terminal_profile[self.terminal_row[indices[is_done]]]
+        return out
+
+
+class TransitionBatch(NamedTuple):
+    """A gathered batch of B transitions, ready for the DQN update (N = seq_len)."""
+
+    item_seq: np.ndarray  # [B, N] int32, 0 = padding
+    category_seq: np.ndarray  # [B, N] int32
+    behavior_seq: np.ndarray  # [B, N] int8 behaviour tokens (code + 1), 0 = padding
+    step_seq: np.ndarray  # [B, N, 20] float32, zero rows at padding
+    profile: np.ndarray  # [B, 10] float32
+    action: np.ndarray  # [B] int32 item index of the logged next item
+    action_behavior: np.ndarray  # [B] int8 behaviour code of the action
+    reward: np.ndarray  # [B] float32
+    next_item_seq: np.ndarray  # [B, N] int32
+    next_category_seq: np.ndarray  # [B, N] int32
+    next_behavior_seq: np.ndarray  # [B, N] int8
+    next_step_seq: np.ndarray  # [B, N, 20] float32
+    next_profile: np.ndarray  # [B, 10] float32
+    done: np.ndarray  # [B] float32: 1.0 where the episode ends
+
+
+def gather_batch(
+    transitions: Transitions, indices: np.ndarray, reward: str = "purchase_binary"
+) -> TransitionBatch:
+    """Materialize the states of the transitions at `indices` ([B] ints) from the event table."""
+    t = transitions
+    indices = np.asarray(indices, dtype=np.int64)
+    state = t.state_index[indices]  # [B, N]
+    next_state = t.next_state_index(indices)  # [B, N]
+    action_row = t.row[indices]  # [B]
+    return TransitionBatch(
+        item_seq=t.item_idx[state],
+        category_seq=t.category_idx[state],
+        behavior_seq=t.behavior_token[state],
+        step_seq=t.step_features[state],
+        profile=t.profile[indices],
+        action=t.item_idx[action_row],
+        action_behavior=(t.behavior_token[action_row] - 1).astype(np.int8),
+        reward=t.reward(reward)[indices],
+        next_item_seq=t.item_idx[next_state],
+        next_category_seq=t.category_idx[next_state],
+        next_behavior_seq=t.behavior_token[next_state],
+        next_step_seq=t.step_features[next_state],
+        next_profile=t.next_profile(indices),
+        done=t.done[indices].astype(np.float32),
+    )
+
+
+def split_path(features_dir: str | Path, split: str) -> Path:
+    """Where featurize writes the transitions of `split`."""
+    return Path(features_dir) / f"{split}.npz"
+
+
+def save_split(path: str | Path, transitions: Transitions) -> None:
+    """Write one split atomically as an uncompressed .npz (np.load reads it back without unpickling)."""
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **transitions._asdict())
+
+
+def load_split(features_dir: str | Path, split: str) -> Transitions:
+    """Read the transitions of `split` ("train", "valid" or "test") written by `drlrec featurize`."""
+    path = split_path(features_dir, split)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (run `drlrec featurize` first)")
+    try:
+        with np.load(path) as data:
+            missing = [name for name in STORED_FIELDS if name not in data.files]
+            if missing:
+                raise InputError(f"{path}: not a drlrec transitions file (missing {', '.join(missing)})")
+            return Transitions(**{name: data[name] for name in STORED_FIELDS})
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable transitions file ({exc.__class__.__name__})") from exc
