@@ -14,7 +14,7 @@ Handler = Callable[[argparse.Namespace], int | None]
 DESCRIPTION = """\
 drlrec: train, ship and watch a DQN-LSTM sequential recommender on Taobao-style behaviour logs.
 
-Pipeline stages (also DVC stages and Prefect tasks):  ingest -> validate
+Pipeline stages (also DVC stages and Prefect tasks):  ingest -> validate -> featurize -> train
 Tools:  synth (generate a calibrated Taobao-like log), stats (profile any log)
 
 Every command reads params.yaml (--params PATH) and accepts repeatable overrides,
@@ -63,6 +63,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from drlrec.stages import validate_stage
 
     validate_stage(_load(args), events_path=args.events, out_dir=args.out)
+    return 0
+
+
+def cmd_featurize(args: argparse.Namespace) -> int:
+    from drlrec.stages import featurize_stage
+
+    featurize_stage(_load(args), events_path=args.events, out_dir=args.out)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from drlrec.stages import train_stage
+
+    train_stage(_load(args), features_dir=args.features, out_dir=args.out)
     return 0
 
 
@@ -153,6 +167,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--events", type=Path, default=None, help="events parquet (default: paths.events)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: folder of paths.validation)")
+
+    p = add(
+        "featurize",
+        cmd_featurize,
+        "temporal split, train-only vocabularies, profiles, step features and transitions",
+        "Split events by time (featurize.train_days / valid_days from ingest.window_start), fit item and\n"
+        "category vocabularies and statistics on train only, compute the 10-d user profile and the\n"
+        "20-d step encoding of every event, and write DIR/{train,valid,test}.npz (states of the last\n"
+        "featurize.seq_len interactions as indices into a per-split event table), the vocabularies,\n"
+        "train_stats.npz and DIR/featurize_report.json.",
+    )
+    p.add_argument("--events", type=Path, default=None, help="events parquet (default: paths.events)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: paths.features)")
+    p = add(
+        "train",
+        cmd_train,
+        "train the DQN-LSTM on the featurized transitions; track the run in MLflow",
+        "Train the DQN-LSTM (params model: and train:) on DIR/train.npz with Double DQN, a target\n"
+        "network, prioritized replay and the optional supervised next-item head, with early stopping\n"
+        "on validation NDCG@10. Writes the model folder and train_metrics.json and logs params,\n"
+        "metrics, curves and the model to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).\n"
+        "A killed run started again resumes from its last checkpoint (paths.checkpoints).",
+    )
+    p.add_argument("--features", type=Path, default=None, help="featurize output folder (default: paths.features)")
+    p.add_argument("--out", type=Path, default=None, help="model folder (default: paths.model)")
     return parser
 
 

@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -50,22 +50,36 @@ class PathsConfig:
     """Great Expectations result for events.parquet: success and the failed expectations."""
     expectations: str = "expectations/events_suite.json"
     """The Great Expectations suite, versioned with the code."""
+    features: str = "artifacts/features"
+    """Folder written by featurize: train/valid/test.npz transitions, vocabularies, train statistics and
+    featurize_report.json."""
+    model: str = "artifacts/model"
+    """Folder written by train: model.pt (weights + architecture), meta.json, training curves."""
+    train_metrics: str = "artifacts/train_metrics.json"
+    """Training summary and final validation metrics (a DVC metrics file)."""
+    checkpoints: str = "artifacts/checkpoints"
+    """Training checkpoints (not a DVC output): a killed `drlrec train` resumes from the last one."""
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """The calibrated Taobao-like log generator (`drlrec synth`)."""
+    """The calibrated Taobao-like log generator (`drlrec synth`).
+
+    Defaults: the published figures of the full Taobao file where there are some (events per user,
+    behaviour mix, window); the rest fitted on the real head slice (`drlrec synth --calibrate`), except
+    the funnel, which is set stronger than in that slice so the generated log has a learnable signal.
+    """
 
     users: int = 2000
-    """Number of users to generate."""
+    """Number of users to generate (user ids 1..users)."""
     items: int = 60000
     """Size of the item catalogue the generator draws from."""
     categories: int = 1500
-    """Number of categories; every item belongs to exactly one."""
+    """Number of categories; every item belongs to exactly one, and popular categories hold more items."""
     start: int = TAOBAO_WINDOW_START
     """First second of the generated window (Unix seconds)."""
     days: int = 9
-    """Length of the generated window in days."""
+    """Length of the generated window in days; every timestamp is in [start, start + days * 86400)."""
     events_median: float = 75.0
     """Target median events per user (the full Taobao file: about 75)."""
     events_mean: float = 101.0
@@ -74,24 +88,35 @@ class SynthConfig:
     """Hard cap on events for a single user."""
     behavior_mix: tuple[float, float, float, float] = (0.896, 0.055, 0.029, 0.020)
     """Target share of pv, cart, fav, buy."""
-    item_zipf: float = 1.05
-    """Zipf exponent of item popularity inside a category."""
-    category_zipf: float = 1.1
+    item_zipf: float = 0.3
+    """Zipf exponent of item popularity inside a category (popular categories already skew items)."""
+    category_zipf: float = 1.0
     """Zipf exponent of category popularity."""
     preferred_categories: int = 4
-    """How many preferred categories each user has."""
-    preference_strength: float = 0.8
-    """Probability that an event falls in one of the user's preferred categories."""
-    preference_drift: float = 0.15
-    """Probability per day that one preferred category is replaced by another."""
+    """How many preferred categories each user has (the first is the strongest)."""
+    preference_strength: float = 0.45
+    """Probability that a freshly picked event falls in one of the user's preferred categories."""
+    preference_drift: float = 0.5
+    """Probability per user and day that one preferred category is replaced by another."""
+    category_stickiness: float = 0.6
+    """Probability that an event inside a session stays in the previous event's category."""
     session_gap: int = 1800
-    """Seconds of inactivity that end a session (30 minutes)."""
-    session_events_mean: float = 12.0
-    """Mean number of events in a session."""
-    review_rate: float = 0.35
-    """Probability that a pv re-views an item the user already viewed."""
+    """Seconds of inactivity that end a session (30 minutes); generated sessions are apart by more."""
+    session_events_mean: float = 6.3
+    """Mean number of events in a session (each user has their own mean around it)."""
+    event_gap_median: float = 56.0
+    """Median seconds between consecutive events inside a session."""
+    review_rate: float = 0.18
+    """Probability that a pv re-views an item the user already viewed (chance repeats of popular items
+    come on top, so the measured re-view rate is a little higher)."""
     buy_after_view: float = 0.9
-    """Share of buys (and carts/favs) made on an item the user viewed earlier: the funnel."""
+    """Share of buys made on an item the user viewed (or carted) earlier: the funnel."""
+    buy_via_cart: float = 0.3
+    """Share of those funnel buys made on an item the user carted earlier, when there is one."""
+    cart_after_view: float = 0.8
+    """Share of carts made on an item the user viewed earlier."""
+    fav_after_view: float = 0.8
+    """Share of favs made on an item the user viewed earlier."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +157,155 @@ class ValidateConfig:
 
 
 @dataclass(frozen=True)
+class FeaturizeConfig:
+    """Temporal split, vocabularies, sessions, profiles, step encodings and transitions (`drlrec featurize`).
+
+    Split boundaries count whole days from ingest.window_start (passed to the core function, not read here).
+    """
+
+    train_days: int = 7
+    """Days of the train period, from the window start (Taobao: 2017-11-25 .. 12-01)."""
+    valid_days: int = 1
+    """Days of the validation period right after train; everything later is test (Taobao: day 9)."""
+    seq_len: int = 10
+    """N: the previous N interactions of the user form the state (the paper: 10; 20 and 50 also work)."""
+    min_count: int = 1
+    """Items (and categories) with fewer train events than this map to the unknown index 1."""
+    session_gap: int = 1800
+    """Seconds of inactivity after which a new session starts (30 minutes)."""
+    density_window: int = 10
+    """Profile purchase density: buys among the user's last `density_window` events, divided by it."""
+    activity_floor_days: float = 1.0
+    """Profile actions per day divide by max(days since the first event, this), so a new user is not huge."""
+    age_scale_days: float = 9.0
+    """Profile account age is days since the user's first event divided by this (the window length)."""
+    rate_smoothing: float = 10.0
+    """Pseudo-views of the global rate added to every item/category conversion rate (additive smoothing)."""
+    category_buckets: int = 10
+    """Step feature category bucket: popularity-quantile buckets of the train categories, scaled to (0, 1]."""
+    reward_weights: dict[str, float] = field(
+        default_factory=lambda: {"pv": 1.0, "cart": 3.0, "fav": 2.5, "buy": 10.0}
+    )
+    """Business-weighted reward of the logged action by its behaviour (purchase_binary is 1 for buy)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The DQN-LSTM network (`drlrec train`); the paper's network is variant lstm with a linear head."""
+
+    variant: Literal["lstm", "bilstm_attention"] = "lstm"
+    """State encoder: `lstm` (the paper: LSTM over the state sequence) or `bilstm_attention`
+    (a bidirectional LSTM followed by multi-head self-attention)."""
+    head: Literal["linear", "dueling"] = "linear"
+    """Q-head: `linear` (Q = state . item embedding + bias) or `dueling` (value + advantage)."""
+    item_dim: int = 64
+    """Item embedding size (input side)."""
+    category_dim: int = 16
+    """Category embedding size."""
+    behavior_dim: int = 8
+    """Behaviour embedding size."""
+    hidden: int = 128
+    """LSTM hidden size (the paper: 128)."""
+    layers: int = 2
+    """LSTM layers (the paper: 2)."""
+    dropout: float = 0.2
+    """Dropout between LSTM layers and in the FC block (the paper: 0.2)."""
+    fc: tuple[int, int] = (256, 128)
+    """The FC block after the encoder (the paper: 256 -> 128); the last size is the query size."""
+    attention_heads: int = 4
+    """Heads of the multi-head attention (bilstm_attention only)."""
+    tie_item_embeddings: bool = True
+    """Score items with the input item embeddings (projected to the query size) instead of a separate
+    output table: half the memory for large catalogues."""
+    use_step_features: bool = True
+    """Feed the 20-d per-step encoding to the encoder."""
+    use_profile: bool = True
+    """Concatenate the 10-d user profile to the encoder output."""
+    repeat_head: bool = True
+    """Add a learned score for items already in the state, per position and behaviour (re-views are a
+    large share of e-commerce clicks; a dot-product head alone learns them slowly)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Learning for the DQN-LSTM (`drlrec train`): Double DQN with a target network, Huber loss,
+    prioritized replay and an optional supervised next-item head (SQN)."""
+
+    mode: Literal["offline", "online"] = "offline"
+    """`offline`: learn from the logged transitions; `online`: episodes against SimulatedEnv."""
+    steps: int = 3000
+    """Gradient steps (offline mode)."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    lr: float = 0.001
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    gamma: float = 0.99
+    """Discount factor."""
+    n_step: int = 1
+    """n-step returns: the target bootstraps from the state n interactions later."""
+    target_update: Literal["hard", "soft"] = "hard"
+    """`hard`: copy the online network every `target_update_every` steps; `soft`: Polyak with `tau`."""
+    target_update_every: int = 500
+    """Steps between hard target updates (C)."""
+    tau: float = 0.005
+    """Polyak coefficient for soft target updates."""
+    huber_delta: float = 1.0
+    """Huber loss threshold."""
+    max_grad_norm: float = 10.0
+    """Gradient clipping (global L2 norm)."""
+    ce_weight: float = 1.0
+    """Weight of the supervised next-item cross-entropy head (SQN); 0 gives the paper's pure DQN."""
+    candidates: int = 4096
+    """Items scored per update: the batch's logged actions plus this many uniform samples, shared by the
+    batch (a sampled softmax for the CE head, a sampled argmax for the Double-DQN target). Keeps an
+    update O(candidates) instead of O(n_items), which a 4M-item catalogue needs. 0 = full catalogue."""
+    prioritized: bool = True
+    """Proportional prioritized replay; false samples uniformly."""
+    per_alpha: float = 0.6
+    """Priority exponent alpha."""
+    per_beta_start: float = 0.4
+    """Importance-sampling exponent at the first step, annealed linearly to `per_beta_end`."""
+    per_beta_end: float = 1.0
+    """Importance-sampling exponent at the last step."""
+    per_eps: float = 0.001
+    """Added to |TD error| so that no transition gets zero priority."""
+    epsilon_start: float = 0.9
+    """Exploration rate at the start of the schedule."""
+    epsilon_end: float = 0.1
+    """Exploration rate at the end of the schedule."""
+    epsilon_decay_fraction: float = 0.5
+    """Share of training over which epsilon decays linearly from start to end."""
+    reward: Literal["purchase_binary", "business_weighted"] = "business_weighted"
+    """Reward used for the TD target: the paper's purchase indicator or the business-weighted one."""
+    eval_every: int = 500
+    """Steps between validation evaluations (NDCG@10 of the next item, full ranking)."""
+    eval_max_events: int = 5000
+    """Validation events used for early stopping (a fixed, seeded subset when there are more)."""
+    patience: int = 4
+    """Early stopping: evaluations without improvement of the validation metric before stopping."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints; a restarted run resumes from the last one."""
+    device: str = "auto"
+    """`auto` (CUDA when present, else CPU), `cpu` or `cuda[:N]`."""
+    amp: bool = True
+    """Mixed precision on CUDA (ignored on CPU)."""
+    threads: int = 2
+    """torch CPU threads."""
+    episodes: int = 300
+    """Online mode: episodes against SimulatedEnv."""
+    episode_max_steps: int = 20
+    """Online mode: step limit per episode."""
+    online_buffer: int = 50000
+    """Online mode: replay buffer capacity."""
+    online_warmup: int = 500
+    """Online mode: transitions collected before the first update."""
+    online_updates_per_step: int = 1
+    """Online mode: gradient steps per environment step."""
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -140,6 +314,9 @@ class Params:
     synth: SynthConfig = field(default_factory=SynthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
+    featurize: FeaturizeConfig = field(default_factory=FeaturizeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------

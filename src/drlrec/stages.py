@@ -116,3 +116,120 @@ def validate_stage(params: Params, events_path: str | Path | None = None, out_di
         raise ValidationFailed(f"{events} failed validation: {result.first_failure()} (details: {out})")
     _say(f"validate: {events} passed {result.evaluated} expectations on {result.rows:,} rows -> {out}")
     return result
+
+
+# ---------------------------------------------------------------------------------------------- featurize
+
+
+def featurize_stage(params: Params, events_path: str | Path | None = None, out_dir: str | Path | None = None):
+    """events.parquet -> DIR/{train,valid,test}.npz + vocabularies + train statistics + featurize_report.json.
+
+    Splits are built and written one at a time, so only one split's arrays are in memory besides the
+    per-event features. Returns the report (a dict).
+    """
+    from drlrec.atomic import write_json
+    from drlrec.features.featurize import REPORT_FILE, build_transitions, featurize, featurize_report, load_events
+    from drlrec.features.split import SPLITS
+    from drlrec.features.transitions import save_split, split_path
+
+    events = Path(events_path or params.paths.events)
+    out = Path(out_dir or params.paths.features)
+    result = featurize(load_events(events), params.featurize, params.ingest.window_start)
+    result.globals.save(out)
+    for split in SPLITS:
+        save_split(split_path(out, split), build_transitions(result, split))
+    report = featurize_report(result)
+    write_json(out / REPORT_FILE, report)
+    counts = ", ".join(f"{name} {report['splits'][name]['transitions']:,}" for name in SPLITS)
+    _say(
+        f"featurize: {report['events']:,} events of {report['users']:,} users -> {counts} transitions "
+        f"(seq_len {report['seq_len']}, {report['items_in_vocab']:,} items in vocab) -> {out}"
+    )
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def _fingerprint(*parts: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train_stage(params: Params, features_dir: str | Path | None = None, out_dir: str | Path | None = None):
+    """Train the DQN-LSTM on the featurize outputs; write DIR/model.pt, meta.json, curves, and
+    train_metrics.json; log everything to MLflow. A killed run resumes from its last checkpoint."""
+    import dataclasses
+    import shutil
+
+    from drlrec.atomic import write_json
+    from drlrec.config import params_to_dict
+    import numpy as np
+
+    from drlrec.features.featurize import CATEGORY_VOCAB_FILE, ITEM_VOCAB_FILE, REPORT_FILE, TrainGlobals
+    from drlrec.features.transitions import load_split
+    from drlrec.models.dqn_lstm import ScoringModule, pack_states
+    from drlrec.plots import training_curves
+    from drlrec.rl.logged import state_batch
+    from drlrec.tracking import start_run
+    from drlrec.train import fit_dqn_lstm
+
+    features = Path(features_dir or params.paths.features)
+    out = Path(out_dir or params.paths.model)
+    train, valid = load_split(features, "train"), load_split(features, "valid")
+    report = json.loads((features / REPORT_FILE).read_text())
+    globals_ = TrainGlobals.load(features)
+    n_items, n_categories = globals_.item_vocab.size, globals_.category_vocab.size
+    config = params_to_dict(params)
+    key = _fingerprint(config["model"], config["train"], config["base"]["seed"], report)
+    checkpoint = Path(params.paths.checkpoints) / "dqn_lstm.pt"
+    if params.train.mode != "offline":
+        from drlrec.errors import ConfigError
+
+        raise ConfigError("train.mode=online runs through `drlrec train --set train.mode=online` once the simulator lands")
+
+    with start_run("train-dqn_lstm", tags={"model": "dqn_lstm", "stage": "train"}) as run:
+        run.log_params(config)
+        fit = fit_dqn_lstm(
+            train, valid, n_items, n_categories, params.model, params.train, params.base.seed,
+            checkpoint_path=checkpoint, resume_key=key, track=run.log_metrics, progress=params.base.progress,
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        fit.model.save(out / "model.pt")
+        curves = training_curves(
+            fit.train.history, fit.train.evaluations, out / "training_curves.png", f"DQN-LSTM ({params.model.variant}, {params.model.head})"
+        )
+        meta = {
+            "model": "dqn_lstm",
+            "n_items": n_items,
+            "n_categories": n_categories,
+            "seq_len": train.seq_len,
+            "score_with": fit.model.score_with,
+            "mlflow_run_id": run.run_id,
+            "fingerprint": key,
+            "model_config": dataclasses.asdict(params.model),
+        }
+        write_json(out / "meta.json", meta)
+        metrics = {
+            **fit.valid_metrics,
+            **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()},
+            "steps": fit.train.steps_done,
+            "best_step": fit.train.best_step,
+            "stopped_early": fit.train.stopped_early,
+        }
+        write_json(params.paths.train_metrics, {"model": "dqn_lstm", "protocol": "next item, full ranking over all items, validation period", **metrics})
+        run.log_metrics({**fit.valid_metrics, **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()}, "train/seconds": fit.seconds})
+        run.log_artifact(curves)
+        run.log_artifact(out / "meta.json")
+        run.log_dict(config, "params.json")
+        for name in (ITEM_VOCAB_FILE, CATEGORY_VOCAB_FILE):
+            run.log_artifact(features / name, artifact_path="vocab")
+        example = state_batch(valid if valid.num_transitions else train, np.arange(min(4, max(valid.num_transitions, 1))))
+        run.log_torch_model(ScoringModule(fit.model.network, train.seq_len, fit.model.score_with), pack_states(example))
+    shutil.rmtree(params.paths.checkpoints, ignore_errors=True)  # finished: nothing to resume
+    _say(
+        f"train: {fit.train.steps_done} steps in {fit.seconds:.0f}s; valid NDCG@10 {fit.valid_metrics['valid/ndcg_at_10']:.4f} "
+        f"(popularity {fit.popularity_metrics['valid/ndcg_at_10']:.4f}); MLflow run {run.run_id} -> {out}"
+    )
+    return fit

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from drlrec.config import TrainConfig
-from drlrec.models.base import StateBatch
-from drlrec.models.dqn_lstm import DQNLSTM, QNetwork, TensorStates, mask_unrecommendable
+from drlrec.models.base import FIRST_REAL_ITEM, StateBatch
+from drlrec.models.dqn_lstm import DQNLSTM, QNetwork, TensorStates
 from drlrec.rl.replay import PrioritizedSampler, UniformSampler, linear_schedule
 
 
@@ -83,15 +83,19 @@ def dqn_update(
     weight = torch.as_tensor(batch.weight, dtype=torch.float32, device=device)  # [B]
     use_amp = scaler is not None and device.type == "cuda"
 
+    # the actions scored in this update: every item, or the batch's actions + uniform samples
+    candidates, target_index = candidate_items(action, online.n_items, cfg.candidates, device)
+
     online.train()
     with torch.autocast(device_type=device.type, enabled=use_amp):
-        phi = online.encode(state)  # [B, d]
-        q_taken = online.q_of_actions(phi, action).float()  # [B] Q(s, a) of the logged action
+        encoded = online.encode(state)  # phi: [B, d]
+        q_taken = online.q_of_actions(encoded, action).float()  # [B] Q(s, a) of the logged action
 
         # Double DQN target: the online network picks a', the target network evaluates it
         with torch.no_grad():
-            next_q_online = mask_unrecommendable(online.q_values(online.encode(next_state)).float())  # [B, n_items]
-            next_action = next_q_online.argmax(dim=1)  # [B]
+            next_q_online = online.q_values_of(online.encode(next_state), candidates).float()  # [B, C]
+            next_q_online[:, candidates < FIRST_REAL_ITEM] = float("-inf")  # never bootstrap from pad/unknown
+            next_action = candidates[next_q_online.argmax(dim=1)]  # [B]
             next_q = target.q_of_actions(target.encode(next_state), next_action).float()  # [B]
             target_q = reward + discount * next_q  # [B]
 
@@ -100,7 +104,7 @@ def dqn_update(
         ce_loss = torch.zeros((), device=device)
         if cfg.ce_weight > 0:
             # SQN: supervised next-item cross-entropy on the same state representation
-            ce_loss = F.cross_entropy(online.ce_logits(phi).float(), action)
+            ce_loss = F.cross_entropy(online.ce_logits_of(encoded, candidates).float(), target_index)
         loss = td_loss + cfg.ce_weight * ce_loss
 
     optimizer.zero_grad(set_to_none=True)
@@ -121,6 +125,22 @@ def dqn_update(
         q_mean=float(q_taken.detach().mean()),
         td_error=td_error.detach().abs().float().cpu().numpy(),
     )
+
+
+def candidate_items(
+    action: torch.Tensor, n_items: int, n_sampled: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(candidates [C], position of each action in candidates [B]).
+
+    With `n_sampled` = 0 (or a catalogue no bigger than that) the candidates are all items. Otherwise
+    they are the unique actions of the batch plus `n_sampled` items drawn uniformly (torch's RNG, so a
+    resumed run draws the same ones); uniform proposals need no log-q correction of the softmax.
+    """
+    if n_sampled <= 0 or n_items <= n_sampled:
+        return torch.arange(n_items, device=device), action
+    sampled = torch.randint(FIRST_REAL_ITEM, n_items, (n_sampled,), device="cpu").to(device)
+    candidates, inverse = torch.unique(torch.cat([action, sampled]), return_inverse=True)
+    return candidates, inverse[: len(action)]
 
 
 def update_target(online: QNetwork, target: QNetwork, cfg: TrainConfig, step: int) -> bool:
@@ -159,8 +179,8 @@ Tracker = Callable[[dict[str, float], int], None]
 
 
 def _seed_everything(seed: int) -> None:
+    # numpy randomness goes through explicit Generators; torch's global RNG drives init and dropout
     torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -181,11 +201,13 @@ def train_offline(
     track: Tracker | None = None,
     progress: bool = False,
     stop_after: int | None = None,
+    resume_key: str = "",
 ) -> TrainResult:
     """Offline Double DQN on logged transitions with prioritized replay over the whole dataset.
 
     `stop_after` ends the loop after that many steps of *this call* (used to simulate a killed run);
-    the checkpoint at `checkpoint_path` makes the next call continue where the last one saved.
+    the checkpoint at `checkpoint_path` makes the next call continue where the last one saved, but only
+    if it was written with the same `resume_key` (a fingerprint of the config and the data).
     """
     from tqdm import tqdm
 
@@ -206,8 +228,15 @@ def train_offline(
     start = 1
 
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+    ckpt = None
     if checkpoint_path is not None and checkpoint_path.exists():
         ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if ckpt.get("resume_key", "") != resume_key:
+            import sys
+
+            print(f"train: ignoring {checkpoint_path}: it was written for another config or data", file=sys.stderr)
+            ckpt = None
+    if ckpt is not None:
         online.load_state_dict(ckpt["online"])
         target.load_state_dict(ckpt["target"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -230,6 +259,7 @@ def train_offline(
         _save_checkpoint(
             checkpoint_path,
             {
+                "resume_key": resume_key,
                 "step": step,
                 "online": online.state_dict(),
                 "target": target.state_dict(),
@@ -294,3 +324,74 @@ def train_offline(
     if best_state is not None:
         online.load_state_dict(best_state)  # early stopping keeps the best validated weights
     return result
+
+
+# ---------------------------------------------------------------------------------------------- DQN-LSTM fit
+
+
+@dataclass
+class FitResult:
+    model: DQNLSTM
+    train: TrainResult
+    valid_metrics: dict[str, float]
+    popularity_metrics: dict[str, float]
+    seconds: float
+
+
+def validation_evaluator(valid, max_events: int, seed: int, ks: tuple[int, ...] = (10, 20)) -> tuple[Evaluator, np.ndarray]:
+    """Next-item full-ranking HR/NDCG on a fixed, seeded subset of validation transitions."""
+    from drlrec.evaluate import rank_events, ranking_metrics
+    from drlrec.rl.logged import state_batch
+
+    n = valid.num_transitions
+    rng = np.random.default_rng(seed + 7919)
+    index = np.sort(rng.choice(n, size=min(n, max_events), replace=False)) if n else np.zeros(0, np.int64)
+    states = state_batch(valid, index)
+    targets = valid.action_item[index].astype(np.int64)
+
+    def evaluate(model) -> dict[str, float]:
+        metrics = ranking_metrics(rank_events(model, states, targets).ranks, ks)
+        return {f"valid/{k}": v for k, v in metrics.items()}
+
+    return evaluate, index
+
+
+def fit_dqn_lstm(
+    train,
+    valid,
+    n_items: int,
+    n_categories: int,
+    model_cfg,
+    cfg: TrainConfig,
+    seed: int,
+    checkpoint_path: str | Path | None = None,
+    resume_key: str = "",
+    track: Tracker | None = None,
+    progress: bool = False,
+) -> FitResult:
+    """Build and train a DQN-LSTM on logged transitions (features.Transitions for train and valid)."""
+    import time
+
+    from drlrec.models.popularity import Popularity
+    from drlrec.rl.logged import LoggedTransitions
+
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    device = resolve_device(cfg.device)
+    score_with = "ce" if cfg.ce_weight > 0 else "q"
+    model = DQNLSTM(n_items, n_categories, model_cfg, device=device, score_with=score_with)
+    evaluate, _ = validation_evaluator(valid, cfg.eval_max_events, seed)
+    result = train_offline(
+        model,
+        LoggedTransitions(train, cfg.reward),
+        cfg,
+        seed=seed,
+        evaluate=evaluate,
+        checkpoint_path=checkpoint_path,
+        track=track,
+        progress=progress,
+        resume_key=resume_key,
+    )
+    valid_metrics = evaluate(model)
+    popularity = Popularity(n_items).fit(train.action_item)
+    return FitResult(model, result, valid_metrics, evaluate(popularity), time.perf_counter() - started)

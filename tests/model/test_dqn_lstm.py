@@ -58,16 +58,22 @@ def chain_task(n: int = 2048, n_items: int = 40, seed: int = 0) -> ReplayBuffer:
 @pytest.mark.parametrize("head", ["linear", "dueling"])
 def test_shapes_for_tiny_and_large_catalogues(n_items: int, variant: str, head: str) -> None:
     model = DQNLSTM(n_items, 50, dataclasses.replace(SMALL, variant=variant, head=head))
+    with torch.no_grad():  # non-zero repeat weights, so the repeat term is part of every comparison
+        model.network.repeat_q.normal_()
+        model.network.repeat_ce.normal_()
     states = random_states(4, n_items, 50)
     scores = model.score(states)
     assert scores.shape == (4, n_items) and scores.dtype == np.float32
     items, top = model.recommend(states, k=5)
     assert items.shape == (4, min(5, n_items - 2))
     assert (items >= 2).all()  # padding and unknown are never recommended
-    phi = model.network.encode(TensorStates(states))
+    enc = model.network.encode(TensorStates(states))
     actions = torch.tensor([2, 2, n_items - 1, 2])
-    full = model.network.q_values(phi).gather(1, actions[:, None])[:, 0]
-    assert torch.allclose(model.network.q_of_actions(phi, actions), full, atol=1e-5)
+    full = model.network.q_values(enc).gather(1, actions[:, None])[:, 0]
+    assert torch.allclose(model.network.q_of_actions(enc, actions), full, atol=1e-5)
+    some = torch.tensor([2, n_items - 1])
+    assert torch.allclose(model.network.q_values_of(enc, some), model.network.q_values(enc)[:, some], atol=1e-5)
+    assert torch.allclose(model.network.ce_logits_of(enc, some), model.network.ce_logits(enc)[:, some], atol=1e-5)
 
 
 def test_one_state_scores_match_the_batch() -> None:
@@ -95,15 +101,15 @@ def test_overfits_one_batch() -> None:
     items, _ = model.recommend(batch.state, k=1)
     assert (items[:, 0] == batch.action).mean() == 1.0
     with torch.no_grad():
-        phi = model.network.encode(TensorStates(batch.state))
-        q = model.network.q_of_actions(phi, torch.as_tensor(batch.action)).numpy()
+        enc = model.network.encode(TensorStates(batch.state))
+        q = model.network.q_of_actions(enc, torch.as_tensor(batch.action)).numpy()
     np.testing.assert_allclose(q, batch.reward, atol=0.25)
 
 
 def test_target_network_syncs_hard_and_soft() -> None:
     online = DQNLSTM(30, 5, SMALL).network
     target = DQNLSTM(30, 5, SMALL).network
-    differs = lambda: any(not torch.equal(a, b) for a, b in zip(online.parameters(), target.parameters()))  # noqa: E731
+    differs = lambda: any(not torch.equal(a, b) for a, b in zip(online.parameters(), target.parameters(), strict=True))  # noqa: E731
     assert differs()
     hard = dataclasses.replace(FAST, target_update="hard", target_update_every=5)
     assert not update_target(online, target, hard, step=3) and differs()

@@ -23,7 +23,7 @@ class StateBatch(NamedTuple):
 
     item_seq: np.ndarray  # [B, L] int   item vocab indices
     category_seq: np.ndarray  # [B, L] int   category vocab indices
-    behavior_seq: np.ndarray  # [B, L] int   behaviour codes 0..3 (meaningless where item_seq == 0)
+    behavior_seq: np.ndarray  # [B, L] int   behaviour tokens: code + 1 (1 pv, 2 cart, 3 fav, 4 buy), 0 = padding
     step_features: np.ndarray  # [B, L, 20] float32  per-step encoding
     profile: np.ndarray  # [B, 10] float32  user profile as of the state
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +39,13 @@ class TensorStates:
         self.profile = torch.as_tensor(states.profile, dtype=torch.float32, device=device)  # [B, 10]
 
 
+class Encoding(NamedTuple):
+    """The encoder's output: phi(s) and the state it came from (the repeat term reads its history)."""
+
+    phi: Tensor  # [B, query_dim]
+    history: TensorStates
+
+
 class QNetwork(nn.Module):
     """Encoder + item-scoring heads. All scores are over the full item vocabulary."""
 
@@ -49,7 +56,7 @@ class QNetwork(nn.Module):
         self.cfg = cfg
         self.item_embedding = nn.Embedding(n_items, cfg.item_dim, padding_idx=0)
         self.category_embedding = nn.Embedding(n_categories, cfg.category_dim, padding_idx=0)
-        # behaviour code + 1, so that 0 is padding
+        # behaviour tokens are code + 1, so that 0 is padding
         self.behavior_embedding = nn.Embedding(N_BEHAVIORS + 1, cfg.behavior_dim, padding_idx=0)
         in_dim = cfg.item_dim + cfg.category_dim + cfg.behavior_dim
         in_dim += N_STEP_FEATURES if cfg.use_step_features else 0
@@ -88,15 +95,19 @@ class QNetwork(nn.Module):
         # SQN: a supervised next-item head on the same encoder and item vectors
         self.ce_projection = nn.Linear(query_dim, query_dim)
         self.ce_bias = nn.Parameter(torch.zeros(n_items))
+        # repeat term: score bonus for an item at history position p with behaviour token t, per head
+        self.max_len = 512
+        self.repeat_q = nn.Parameter(torch.zeros(self.max_len, N_BEHAVIORS + 1)) if cfg.repeat_head else None
+        self.repeat_ce = nn.Parameter(torch.zeros(self.max_len, N_BEHAVIORS + 1)) if cfg.repeat_head else None
 
     # ------------------------------------------------------------------------------------------ encoder
 
-    def encode(self, states: TensorStates) -> Tensor:
-        """State representation phi(s): [B, query_dim]."""
+    def encode(self, states: TensorStates) -> Encoding:
+        """State representation phi(s) [B, query_dim], with its state."""
         parts = [
             self.item_embedding(states.item_seq),  # [B, L, item_dim]
             self.category_embedding(states.category_seq),  # [B, L, category_dim]
-            self.behavior_embedding(torch.where(states.item_seq > 0, states.behavior_seq + 1, 0)),
+            self.behavior_embedding(states.behavior_seq),  # [B, L, behavior_dim]
         ]
         if self.cfg.use_step_features:
             parts.append(states.step_features)  # [B, L, 20]
@@ -111,7 +122,7 @@ class QNetwork(nn.Module):
             encoded = attended[:, 0]  # [B, enc_dim]
         if self.cfg.use_profile:
             encoded = torch.cat([encoded, states.profile], dim=-1)
-        return self.fc(encoded)  # [B, query_dim]
+        return Encoding(self.fc(encoded), states)
 
     # ------------------------------------------------------------------------------------------ heads
 
@@ -140,25 +151,66 @@ class QNetwork(nn.Module):
             object.__setattr__(self, "_item_cache", cache)  # plain attribute, not a registered buffer
         return cache[1]
 
-    def q_values(self, phi: Tensor) -> Tensor:
+    def _repeat(self, enc: Encoding, weights: Tensor | None, items: Tensor | None, per_row: bool = False) -> Tensor | float:
+        """Repeat bonus: sum over history positions holding the item of weights[position, behaviour].
+
+        items None: for every item of the catalogue [B, n_items]; items [C]: for shared candidates [B, C];
+        items [B] with per_row: one action per state [B].
+        """
+        if weights is None:
+            return 0.0
+        history = enc.history
+        seq = history.item_seq  # [B, L]
+        length = seq.shape[1]
+        w = weights[self.max_len - length :][torch.arange(length, device=seq.device)[None, :], history.behavior_seq]
+        w = torch.where(seq > 0, w, torch.zeros_like(w))  # [B, L] (padding adds nothing)
+        if items is None:
+            return torch.zeros(seq.shape[0], self.n_items, device=seq.device, dtype=w.dtype).scatter_add(1, seq, w)
+        if per_row:
+            return ((seq == items[:, None]) * w).sum(dim=1)  # [B]
+        return ((items[None, :, None] == seq[:, None, :]) * w[:, None, :]).sum(dim=-1)  # [B, C]
+
+    def q_values(self, enc: Encoding) -> Tensor:
         """Q(s, .) over all items: [B, n_items]."""
-        advantage = phi @ self.item_vectors().T + self.q_bias  # [B, n_items]
+        phi = enc.phi
+        advantage = phi @ self.item_vectors().T + self.q_bias + self._repeat(enc, self.repeat_q, None)  # [B, n_items]
         if self.value is None:
             return advantage
         return self.value(phi) + advantage - advantage.mean(dim=1, keepdim=True)
 
-    def q_of_actions(self, phi: Tensor, actions: Tensor) -> Tensor:
+    def q_of_actions(self, enc: Encoding, actions: Tensor) -> Tensor:
         """Q(s, a) for one action per state, without scoring the catalogue when the head allows: [B]."""
+        phi = enc.phi
         advantage = (phi * self.item_vectors(actions)).sum(-1) + self.q_bias[actions]  # [B]
+        advantage = advantage + self._repeat(enc, self.repeat_q, actions, per_row=True)
         if self.value is None:
             return advantage
-        # mean_a A(s, a) = phi . mean(e) + mean(b): one product with the mean item vector
-        mean_advantage = phi @ self.item_vectors().mean(dim=0) + self.q_bias.mean()  # [B]
-        return self.value(phi).squeeze(-1) + advantage - mean_advantage
+        return self.value(phi).squeeze(-1) + advantage - self._mean_advantage(enc)
 
-    def ce_logits(self, phi: Tensor) -> Tensor:
+    def _mean_advantage(self, enc: Encoding) -> Tensor:
+        """mean_a A(s, a) = phi . mean(e) + mean(b) + (sum of repeat bonuses) / n_items: no [B, n_items]."""
+        mean = enc.phi @ self.item_vectors().mean(dim=0) + self.q_bias.mean()  # [B]
+        if self.repeat_q is not None:
+            history = enc.history
+            w = self.repeat_q[self.max_len - history.item_seq.shape[1] :]
+            bonus = w[torch.arange(history.item_seq.shape[1], device=w.device)[None, :], history.behavior_seq]
+            mean = mean + torch.where(history.item_seq > 0, bonus, torch.zeros_like(bonus)).sum(dim=1) / self.n_items
+        return mean
+
+    def ce_logits(self, enc: Encoding) -> Tensor:
         """Next-item logits of the supervised head: [B, n_items]."""
-        return self.ce_projection(phi) @ self.item_vectors().T + self.ce_bias
+        return self.ce_projection(enc.phi) @ self.item_vectors().T + self.ce_bias + self._repeat(enc, self.repeat_ce, None)
+
+    def q_values_of(self, enc: Encoding, items: Tensor) -> Tensor:
+        """Q(s, a) for a shared candidate set of items: [B, C] (dueling keeps the full-catalogue mean)."""
+        advantage = enc.phi @ self.item_vectors(items).T + self.q_bias[items] + self._repeat(enc, self.repeat_q, items)  # [B, C]
+        if self.value is None:
+            return advantage
+        return self.value(enc.phi) + advantage - self._mean_advantage(enc)[:, None]
+
+    def ce_logits_of(self, enc: Encoding, items: Tensor) -> Tensor:
+        """Supervised-head logits for a shared candidate set: [B, C]."""
+        return self.ce_projection(enc.phi) @ self.item_vectors(items).T + self.ce_bias[items] + self._repeat(enc, self.repeat_ce, items)
 
     def forward(self, states: TensorStates) -> Tensor:
         return self.q_values(self.encode(states))
@@ -203,9 +255,9 @@ class DQNLSTM(Recommender):
         out = np.empty((states.batch_size, self.n_items), dtype=np.float32)
         for start in range(0, states.batch_size, batch_size):
             chunk = TensorStates(states.slice(start, start + batch_size), self.device)
-            phi = self.network.encode(chunk)
-            scores = self.network.ce_logits(phi) if self.score_with == "ce" else self.network.q_values(phi)
-            out[start : start + len(phi)] = scores.float().cpu().numpy()
+            enc = self.network.encode(chunk)
+            scores = self.network.ce_logits(enc) if self.score_with == "ce" else self.network.q_values(enc)
+            out[start : start + len(scores)] = scores.float().cpu().numpy()
         return out
 
     # ------------------------------------------------------------------------------------------ persistence
@@ -232,3 +284,40 @@ class DQNLSTM(Recommender):
         model = cls(payload["n_items"], payload["n_categories"], cfg, device=device, score_with=payload["score_with"])
         model.network.load_state_dict(payload["state_dict"])
         return model
+
+
+def pack_states(states: StateBatch) -> np.ndarray:
+    """Flatten a StateBatch into one float32 row per state: [B, 23 L + 10] (items, categories,
+    behaviours, step features, profile). Indices stay exact in float32 up to 2^24 (16.7M items)."""
+    batch, seq_len = states.item_seq.shape
+    return np.concatenate(
+        [
+            states.item_seq.astype(np.float32),
+            states.category_seq.astype(np.float32),
+            states.behavior_seq.astype(np.float32),
+            states.step_features.reshape(batch, seq_len * N_STEP_FEATURES).astype(np.float32),
+            states.profile.astype(np.float32),
+        ],
+        axis=1,
+    )
+
+
+class ScoringModule(nn.Module):
+    """The network as MLflow's PyTorch flavor wants it: one float tensor in (`pack_states`), scores out."""
+
+    def __init__(self, network: QNetwork, seq_len: int, score_with: str = "q") -> None:
+        super().__init__()
+        self.network = network
+        self.seq_len = seq_len
+        self.score_with = score_with
+
+    def forward(self, packed: Tensor) -> Tensor:  # [B, 23 L + 10] -> [B, n_items]
+        L = self.seq_len
+        states = TensorStates.__new__(TensorStates)
+        states.item_seq = packed[:, :L].long()
+        states.category_seq = packed[:, L : 2 * L].long()
+        states.behavior_seq = packed[:, 2 * L : 3 * L].long()
+        states.step_features = packed[:, 3 * L : 3 * L + L * N_STEP_FEATURES].reshape(-1, L, N_STEP_FEATURES)
+        states.profile = packed[:, 3 * L + L * N_STEP_FEATURES :]
+        enc = self.network.encode(states)
+        return self.network.ce_logits(enc) if self.score_with == "ce" else self.network.q_values(enc)
