@@ -154,8 +154,8 @@ class QNetwork(nn.Module):
     def _repeat(self, enc: Encoding, weights: Tensor | None, items: Tensor | None, per_row: bool = False) -> Tensor | float:
         """Repeat bonus: sum over history positions holding the item of weights[position, behaviour].
 
-        items None: for every item of the catalogue [B, n_items]; items [C]: for shared candidates [B, C];
-        items [B] with per_row: one action per state [B].
+        items None: for every item of the catalogue [B, n_items]; items [C] (sorted, unique): for shared
+        candidates [B, C]; items [B] with per_row: one action per state [B].
         """
         if weights is None:
             return 0.0
@@ -168,7 +168,11 @@ class QNetwork(nn.Module):
             return torch.zeros(seq.shape[0], self.n_items, device=seq.device, dtype=w.dtype).scatter_add(1, seq, w)
         if per_row:
             return ((seq == items[:, None]) * w).sum(dim=1)  # [B]
-        return ((items[None, :, None] == seq[:, None, :]) * w[:, None, :]).sum(dim=-1)  # [B, C]
+        # candidates are sorted (torch.unique / arange): find each history item's slot, O(B L)
+        slot = torch.searchsorted(items, seq).clamp(max=len(items) - 1)  # [B, L]
+        hit = items[slot] == seq
+        bonus = torch.zeros(seq.shape[0], len(items), device=seq.device, dtype=w.dtype)
+        return bonus.scatter_add(1, slot, torch.where(hit, w, torch.zeros_like(w)))  # [B, C]
 
     def q_values(self, enc: Encoding) -> Tensor:
         """Q(s, .) over all items: [B, n_items]."""
