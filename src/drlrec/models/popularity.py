@@ -25,4 +25,4 @@ class Popularity(Recommender):
         return self
 
     def score(self, states: StateBatch) -> np.ndarray:
-        return np.broadcast_to(self.counts, (states.batch_size, self.n_items))
+        return np.repeat(self.counts[None, :], states.batch_size, axis=0)  # [B, n_items], writable
