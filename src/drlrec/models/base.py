@@ -35,6 +35,39 @@ class StateBatch(NamedTuple):
         return StateBatch(*(a[start:stop] for a in self))
 
 
+class TrainingData(NamedTuple):
+    """What every model's `fit` receives: the featurize outputs of one run (see features.transitions)."""
+
+    train: Any  # features.transitions.Transitions of the train period
+    valid: Any  # Transitions of the validation period (early stopping, tuning)
+    n_items: int  # item vocabulary size, padding and unknown included
+    n_categories: int  # category vocabulary size, padding and unknown included
+    item_category: np.ndarray  # [n_items] int32 category index of each item (0 for padding)
+
+    @classmethod
+    def load(cls, features_dir) -> TrainingData:
+        """Read train/valid transitions and the vocabularies that `drlrec featurize` wrote."""
+        from drlrec.features.featurize import TrainGlobals
+        from drlrec.features.transitions import load_split
+
+        train, valid = load_split(features_dir, "train"), load_split(features_dir, "valid")
+        globals_ = TrainGlobals.load(features_dir)
+        n_items, n_categories = globals_.item_vocab.size, globals_.category_vocab.size
+        return cls(train, valid, n_items, n_categories, item_category_map([train, valid], n_items))
+
+
+def item_category_map(splits, n_items: int) -> np.ndarray:
+    """[n_items] category index of every item index seen in the splits' event tables (0 if never seen).
+
+    Each raw item has one category, so every event of an item index carries the same category index
+    (the unknown item 1 pools many; it gets the category of its last occurrence)."""
+    mapping = np.zeros(n_items, dtype=np.int32)
+    for split in splits:
+        mapping[split.item_idx] = split.category_idx
+    mapping[0] = 0
+    return mapping
+
+
 class Recommender(ABC):
     """fit / score / recommend. Scores are higher-is-better over the whole item vocabulary."""
 
@@ -42,7 +75,7 @@ class Recommender(ABC):
     n_items: int
 
     @abstractmethod
-    def fit(self, data: Any, cfg: Any = None) -> Recommender:
+    def fit(self, data: TrainingData, cfg: Any = None) -> Recommender:
         """Learn from the training data (the featurize outputs); returns self."""
 
     @abstractmethod

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from drlrec.config import ModelConfig
-from drlrec.models.base import FIRST_REAL_ITEM, Recommender, StateBatch
+from drlrec.models.base import FIRST_REAL_ITEM, Recommender, StateBatch, TrainingData
 
 N_BEHAVIORS = 4
 N_STEP_FEATURES = 20
@@ -247,10 +247,15 @@ class DQNLSTM(Recommender):
         self.score_with = score_with
         self.network = QNetwork(n_items, n_categories, cfg).to(self.device)
 
-    def fit(self, data: Any, cfg: Any = None) -> DQNLSTM:
-        from drlrec.train import train_offline
+    def fit(self, data: TrainingData, cfg: Any = None, seed: int = 0) -> DQNLSTM:
+        """Offline training on data.train with early stopping on data.valid (cfg: TrainConfig)."""
+        from drlrec.config import TrainConfig
+        from drlrec.rl.logged import LoggedTransitions
+        from drlrec.train import train_offline, validation_evaluator
 
-        train_offline(self, data, cfg)
+        cfg = cfg or TrainConfig()
+        evaluate, _ = validation_evaluator(data.valid, cfg.eval_max_events, seed)
+        train_offline(self, LoggedTransitions(data.train, cfg.reward), cfg, seed=seed, evaluate=evaluate)
         return self
 
     @torch.no_grad()

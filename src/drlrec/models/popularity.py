@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from drlrec.models.base import Recommender, StateBatch
+from drlrec.models.base import Recommender, StateBatch, TrainingData
 
 
 class Popularity(Recommender):
@@ -18,10 +18,10 @@ class Popularity(Recommender):
         self.n_items = n_items
         self.counts = np.zeros(n_items, dtype=np.float32)
 
-    def fit(self, data: Any, cfg: Any = None) -> Popularity:
-        """`data`: item indices of the training events (any int array), e.g. Transitions.action_item."""
-        items = np.asarray(data, dtype=np.int64)
-        self.counts = np.bincount(items, minlength=self.n_items)[: self.n_items].astype(np.float32)
+    def fit(self, data: TrainingData | np.ndarray, cfg: Any = None) -> Popularity:
+        """Count training events per item (`data`: TrainingData, or an array of item indices)."""
+        items = data.train.action_item if isinstance(data, TrainingData) else np.asarray(data)
+        self.counts = np.bincount(items.astype(np.int64), minlength=self.n_items)[: self.n_items].astype(np.float32)
         return self
 
     def score(self, states: StateBatch) -> np.ndarray:
