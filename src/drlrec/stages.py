@@ -128,7 +128,13 @@ def featurize_stage(params: Params, events_path: str | Path | None = None, out_d
     per-event features. Returns the report (a dict).
     """
     from drlrec.atomic import write_json
-    from drlrec.features.featurize import REPORT_FILE, build_transitions, featurize, featurize_report, load_events
+    from drlrec.features.featurize import (
+        REPORT_FILE,
+        build_transitions,
+        featurize,
+        featurize_report,
+        load_events,
+    )
     from drlrec.features.split import SPLITS
     from drlrec.features.transitions import save_split, split_path
 
@@ -163,10 +169,10 @@ def train_stage(params: Params, features_dir: str | Path | None = None, out_dir:
     import dataclasses
     import shutil
 
-    from drlrec.atomic import write_json
-    from drlrec.config import params_to_dict
     import numpy as np
 
+    from drlrec.atomic import write_json
+    from drlrec.config import params_to_dict
     from drlrec.features.featurize import CATEGORY_VOCAB_FILE, ITEM_VOCAB_FILE, REPORT_FILE, TrainGlobals
     from drlrec.features.transitions import load_split
     from drlrec.models.dqn_lstm import ScoringModule, pack_states

@@ -151,21 +151,16 @@ class QNetwork(nn.Module):
             object.__setattr__(self, "_item_cache", cache)  # plain attribute, not a registered buffer
         return cache[1]
 
-    def _repeat(self, enc: Encoding, weights: Tensor | None, items: Tensor | None, per_row: bool = False) -> Tensor | float:
-        """Repeat bonus: sum over history positions holding the item of weights[position, behaviour].
+    def _repeat(self, enc: Encoding, weights: Tensor | None, items: Tensor, per_row: bool = False) -> Tensor | float:
+        """Repeat bonus (sum over history positions holding the item of weights[position, behaviour]).
 
-        items None: for every item of the catalogue [B, n_items]; items [C] (sorted, unique): for shared
-        candidates [B, C]; items [B] with per_row: one action per state [B].
+        items [C] (sorted, unique): for shared candidates [B, C]; items [B] with per_row: one action
+        per state [B]. (For the whole catalogue, `_add_repeat` scatters into the scores directly.)
         """
         if weights is None:
             return 0.0
-        history = enc.history
-        seq = history.item_seq  # [B, L]
-        length = seq.shape[1]
-        w = weights[self.max_len - length :][torch.arange(length, device=seq.device)[None, :], history.behavior_seq]
-        w = torch.where(seq > 0, w, torch.zeros_like(w))  # [B, L] (padding adds nothing)
-        if items is None:
-            return torch.zeros(seq.shape[0], self.n_items, device=seq.device, dtype=w.dtype).scatter_add(1, seq, w)
+        seq = enc.history.item_seq  # [B, L]
+        w = self._repeat_weights(enc, weights)  # [B, L]
         if per_row:
             return ((seq == items[:, None]) * w).sum(dim=1)  # [B]
         # candidates are sorted (torch.unique / arange): find each history item's slot, O(B L)
@@ -174,10 +169,28 @@ class QNetwork(nn.Module):
         bonus = torch.zeros(seq.shape[0], len(items), device=seq.device, dtype=w.dtype)
         return bonus.scatter_add(1, slot, torch.where(hit, w, torch.zeros_like(w)))  # [B, C]
 
+    def _add_repeat(self, enc: Encoding, weights: Tensor | None, scores: Tensor) -> Tensor:
+        """scores [B, n_items] + the repeat bonus, scattered straight into the scores (in place when no
+        gradient is needed, so inference makes no extra [B, n_items] pass)."""
+        if weights is None:
+            return scores
+        seq = enc.history.item_seq  # [B, L]
+        w = self._repeat_weights(enc, weights)  # [B, L]
+        if torch.is_grad_enabled():
+            return scores.scatter_add(1, seq, w)
+        return scores.scatter_add_(1, seq, w)
+
+    def _repeat_weights(self, enc: Encoding, weights: Tensor) -> Tensor:
+        """weights[position, behaviour] for each history slot, 0 at padding: [B, L]."""
+        history = enc.history
+        length = history.item_seq.shape[1]
+        w = weights[self.max_len - length :][torch.arange(length, device=weights.device)[None, :], history.behavior_seq]
+        return torch.where(history.item_seq > 0, w, torch.zeros_like(w))
+
     def q_values(self, enc: Encoding) -> Tensor:
         """Q(s, .) over all items: [B, n_items]."""
         phi = enc.phi
-        advantage = phi @ self.item_vectors().T + self.q_bias + self._repeat(enc, self.repeat_q, None)  # [B, n_items]
+        advantage = self._add_repeat(enc, self.repeat_q, torch.addmm(self.q_bias, phi, self.item_vectors().T))  # [B, n_items]
         if self.value is None:
             return advantage
         return self.value(phi) + advantage - advantage.mean(dim=1, keepdim=True)
@@ -195,15 +208,13 @@ class QNetwork(nn.Module):
         """mean_a A(s, a) = phi . mean(e) + mean(b) + (sum of repeat bonuses) / n_items: no [B, n_items]."""
         mean = enc.phi @ self.item_vectors().mean(dim=0) + self.q_bias.mean()  # [B]
         if self.repeat_q is not None:
-            history = enc.history
-            w = self.repeat_q[self.max_len - history.item_seq.shape[1] :]
-            bonus = w[torch.arange(history.item_seq.shape[1], device=w.device)[None, :], history.behavior_seq]
-            mean = mean + torch.where(history.item_seq > 0, bonus, torch.zeros_like(bonus)).sum(dim=1) / self.n_items
+            mean = mean + self._repeat_weights(enc, self.repeat_q).sum(dim=1) / self.n_items
         return mean
 
     def ce_logits(self, enc: Encoding) -> Tensor:
         """Next-item logits of the supervised head: [B, n_items]."""
-        return self.ce_projection(enc.phi) @ self.item_vectors().T + self.ce_bias + self._repeat(enc, self.repeat_ce, None)
+        logits = torch.addmm(self.ce_bias, self.ce_projection(enc.phi), self.item_vectors().T)  # [B, n_items]
+        return self._add_repeat(enc, self.repeat_ce, logits)
 
     def q_values_of(self, enc: Encoding, items: Tensor) -> Tensor:
         """Q(s, a) for a shared candidate set of items: [B, C] (dueling keeps the full-catalogue mean)."""
@@ -261,6 +272,10 @@ class DQNLSTM(Recommender):
     @torch.no_grad()
     def score(self, states: StateBatch, batch_size: int = 1024) -> np.ndarray:
         self.network.eval()
+        if states.batch_size <= batch_size:  # one chunk: hand back the tensor's memory, no copy
+            enc = self.network.encode(TensorStates(states, self.device))
+            scores = self.network.ce_logits(enc) if self.score_with == "ce" else self.network.q_values(enc)
+            return scores.float().cpu().numpy()
         out = np.empty((states.batch_size, self.n_items), dtype=np.float32)
         for start in range(0, states.batch_size, batch_size):
             chunk = TensorStates(states.slice(start, start + batch_size), self.device)
