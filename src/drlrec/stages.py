@@ -110,7 +110,9 @@ def validate_stage(params: Params, events_path: str | Path | None = None, out_di
 
     events = Path(events_path or params.paths.events)
     out = Path(params.paths.validation) if out_dir is None else Path(out_dir) / Path(params.paths.validation).name
-    result = validate_events(events, Path(params.paths.expectations), params.validate, params.ingest)
+    result = validate_events(
+        events, Path(params.paths.expectations), params.validate, params.ingest, progress=params.base.progress
+    )
     write_json(out, result.to_dict())
     if not result.success:
         raise ValidationFailed(f"{events} failed validation: {result.first_failure()} (details: {out})")
