@@ -275,7 +275,7 @@ def train_offline(
             },
         )
 
-    bar = tqdm(range(start, cfg.steps + 1), desc="train (offline)", disable=not progress, leave=False,
+    bar = tqdm(range(start, cfg.steps + 1), desc="train (offline)", disable=None if progress else True, leave=False,
                initial=start - 1, total=cfg.steps)
     steps_this_call = 0
     for step in bar:

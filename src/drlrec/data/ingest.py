@@ -512,7 +512,7 @@ def _ingest(source: _Source, events_tmp: Path, quarantine_tmp: Path, work: Path,
     lines = _LineMapper(first_line=2 if source.header else 1)
     bar = tqdm(
         total=source.size, unit="B", unit_scale=True, desc=f"ingest {source.path.name}",
-        disable=not progress, leave=False,
+        disable=None if progress else True, leave=False,
     )
     rows_parsed = 0
     invalid_count = 0
@@ -677,7 +677,7 @@ def _external_sort(
     writers = [pq.ParquetWriter(str(p), _WORK_SCHEMA, compression="lz4") for p in bucket_files]
     try:
         for path in inputs:
-            for table in tqdm(_work_batches(path), desc="ingest: partition", disable=not progress, leave=False):
+            for table in tqdm(_work_batches(path), desc="ingest: partition", disable=None if progress else True, leave=False):
                 bucket = np.searchsorted(bounds, table.column("user_id").to_numpy(), side="right")
                 order = np.argsort(bucket, kind="stable")
                 table = table.take(pa.array(order))
@@ -693,7 +693,7 @@ def _external_sort(
     kept = 0
     users = 0
     with _events_writer(events_tmp, cfg) as writer:
-        for path in tqdm(bucket_files, desc="ingest: sort", disable=not progress, leave=False):
+        for path in tqdm(bucket_files, desc="ingest: sort", disable=None if progress else True, leave=False):
             table = pq.read_table(str(path))
             path.unlink()
             if table.num_rows == 0:

@@ -276,7 +276,7 @@ def validate_events(
         batches = 0
         total = parquet.metadata.num_rows
         names = parquet.schema_arrow.names
-        bar = tqdm(total=total, desc="validate", unit="rows", unit_scale=True, disable=not progress, leave=False)
+        bar = tqdm(total=total, desc="validate", unit="rows", unit_scale=True, disable=None if progress else True, leave=False)
         batch_iter = parquet.iter_batches(batch_size=max(1, int(cfg.sample_rows)))
         # An empty file still gets the column and type checks, on a zero-row batch of its schema.
         for batch in batch_iter if total else [pa.RecordBatch.from_pylist([], schema=parquet.schema_arrow)]:
