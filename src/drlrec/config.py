@@ -59,6 +59,12 @@ class PathsConfig:
     """Training summary and final validation metrics (a DVC metrics file)."""
     checkpoints: str = "artifacts/checkpoints"
     """Training checkpoints (not a DVC output): a killed `drlrec train` resumes from the last one."""
+    metrics: str = "artifacts/metrics.json"
+    """Test-period metrics of the evaluated model with 95% CIs and the protocol (the DVC metrics file)."""
+    reports: str = "artifacts/reports"
+    """Human-readable evaluation outputs: markdown tables and bar charts (evaluate and compare)."""
+    compare: str = "artifacts/compare.json"
+    """`drlrec compare`: every model's metrics on the same split, with the protocol."""
 
 
 @dataclass(frozen=True)
@@ -306,6 +312,260 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """The one evaluation protocol for every model (`drlrec evaluate`, `drlrec compare`): full ranking on the
+    test period, bootstrap CIs (see drlrec.evaluate.PROTOCOL)."""
+
+    ks: tuple[int, ...] = (5, 10, 20, 50)
+    """Cut-offs k of HR@k, NDCG@k and the per-user Precision/Recall/F1/MAP@k."""
+    list_k: int = 10
+    """Length of the lists behind catalogue coverage, intra-list diversity and novelty."""
+    exclude_bought: bool = False
+    """Mask the items the user bought before each test event (a bought target then counts as a miss)."""
+    max_events: int = 50000
+    """Test events ranked per target (a seeded sample when there are more; 0 = all). Full ranking costs
+    O(events x items): the real 100M-row file needs a cap."""
+    bootstrap: int = 1000
+    """Bootstrap resamples for the 95% CIs (0 = no CI)."""
+    ci: float = 0.95
+    """Confidence level of the intervals."""
+    batch_size: int = 512
+    """States scored at once (memory: batch_size x n_items floats)."""
+    models: tuple[str, ...] = ("popularity", "recent_popularity", "item_knn", "tabular_q", "gru4rec", "sasrec", "drr", "dqn_lstm")
+    """Models `drlrec compare` trains and evaluates, in table order."""
+
+
+@dataclass(frozen=True)
+class RecentPopularityConfig:
+    """Popularity over the end of the train period only (`recent_popularity`)."""
+
+    recent_days: float = 1.0
+    """Count only train events of the last `recent_days` days of the train period."""
+
+
+@dataclass(frozen=True)
+class ItemKNNConfig:
+    """Session-based item-to-item co-occurrence kNN (`item_knn`)."""
+
+    neighbours: int = 100
+    """Most similar items kept per item (bounds memory at n_items x neighbours)."""
+    window: int = 5
+    """Two events of one session co-occur when at most this many positions apart; a pair at distance d
+    counts 1/d."""
+    recency_decay: float = 0.85
+    """Weight of a state item `a` interactions before the latest one: recency_decay ** a."""
+    self_weight: float = 5.0
+    """Score added to an item for its own (recency-weighted) presence in the state: re-views are common."""
+    popularity_prior: float = 0.001
+    """Weight of the normalized train popularity added to every score (orders items with no neighbours)."""
+
+
+@dataclass(frozen=True)
+class GRU4RecConfig:
+    """GRU4Rec with category input, a user-context initial state and a category output term (`gru4rec`)."""
+
+    item_dim: int = 64
+    """Item embedding size (input side)."""
+    category_dim: int = 16
+    """Category embedding size (input side)."""
+    behavior_dim: int = 8
+    """Behaviour embedding size."""
+    hidden: int = 128
+    """GRU hidden size, also the size of the item and category output vectors."""
+    dropout: float = 0.1
+    """Dropout on the GRU inputs and outputs."""
+    steps: int = 1500
+    """Gradient steps."""
+    batch_size: int = 256
+    """Transitions per step (each contributes one next-item target per non-padding state position)."""
+    lr: float = 0.002
+    """Adam learning rate."""
+    candidates: int = 2048
+    """Sampled softmax: the batch's targets plus this many items drawn uniformly among the train items;
+    0 = full softmax over the catalogue."""
+    eval_every: int = 250
+    """Steps between validation evaluations (NDCG@10, full ranking) for early stopping."""
+    patience: int = 3
+    """Evaluations without improvement before stopping; the best validated weights are kept."""
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    """SASRec: causal self-attention over the state, tied item embeddings for the output (`sasrec`)."""
+
+    dim: int = 64
+    """Embedding and hidden size."""
+    heads: int = 2
+    """Attention heads per block."""
+    blocks: int = 2
+    """Self-attention blocks."""
+    dropout: float = 0.2
+    """Dropout on embeddings, attention and feed-forward layers."""
+    max_len: int = 50
+    """Longest state the positional embedding covers (the state length N must not exceed it)."""
+    steps: int = 1500
+    """Gradient steps."""
+    batch_size: int = 256
+    """Transitions per step (each contributes one next-item target per non-padding state position)."""
+    lr: float = 0.002
+    """Adam learning rate."""
+    candidates: int = 2048
+    """Sampled softmax: the batch's targets plus this many uniform items; 0 = full softmax."""
+    eval_every: int = 250
+    """Steps between validation evaluations (NDCG@10, full ranking) for early stopping."""
+    patience: int = 3
+    """Evaluations without improvement before stopping; the best validated weights are kept."""
+
+
+@dataclass(frozen=True)
+class TabularQConfig:
+    """Tabular Q-learning on a coarse state: last category's popularity bucket x last behaviour (`tabular_q`)."""
+
+    category_buckets: int = 10
+    """Popularity-quantile buckets of the train categories (the state's first coordinate)."""
+    gamma: float = 0.9
+    """Discount factor."""
+    alpha: float = 0.5
+    """Step size of each synchronous sweep: Q <- Q + alpha (mean TD target of the (s, a) pair - Q)."""
+    sweeps: int = 30
+    """Synchronous Q-learning sweeps over all logged transitions."""
+    reward: Literal["purchase_binary", "business_weighted"] = "business_weighted"
+    """Reward of a logged transition."""
+
+
+@dataclass(frozen=True)
+class DRRConfig:
+    """DRR actor-critic (DDPG) with the DRR-ave state representation (`drr`)."""
+
+    dim: int = 64
+    """Item embedding size = action size; the state representation is 3 x dim."""
+    hidden: int = 128
+    """Hidden units of the actor and critic MLPs."""
+    steps: int = 1500
+    """Gradient steps (offline, on the logged transitions)."""
+    batch_size: int = 256
+    """Transitions per step."""
+    actor_lr: float = 0.001
+    """Adam learning rate of the actor, the state representation and the item embeddings."""
+    critic_lr: float = 0.001
+    """Adam learning rate of the critic."""
+    gamma: float = 0.9
+    """Discount factor."""
+    tau: float = 0.01
+    """Polyak coefficient of the soft target updates (actor and critic)."""
+    exploration_noise: float = 0.1
+    """Std of the Gaussian noise added to the actor's action when acting (simulator training) and, clipped,
+    to the target action (target policy smoothing)."""
+    bc_weight: float = 10.0
+    """Weight of the behaviour-cloning term (sampled softmax of the logged item under the actor's action,
+    TD3+BC style); keeps offline DDPG near the data. 0 = pure DDPG."""
+    candidates: int = 2048
+    """Items of the behaviour-cloning softmax: the batch's actions plus this many uniform samples."""
+    reward: Literal["purchase_binary", "business_weighted"] = "business_weighted"
+    """Reward of a logged transition."""
+    per_alpha: float = 0.6
+    """Prioritized replay exponent alpha (priorities are |TD error|)."""
+    per_beta_start: float = 0.4
+    """Importance-sampling exponent at the first step, annealed linearly to 1."""
+    eval_every: int = 250
+    """Steps between validation evaluations (NDCG@10, full ranking) for early stopping."""
+    patience: int = 3
+    """Evaluations without improvement before stopping; the best validated weights are kept."""
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    """The comparison models behind the shared interface (models.factory): budgets and hyper-parameters."""
+
+    device: str = "auto"
+    """Torch models: `auto` (CUDA when present, else CPU), `cpu` or `cuda[:N]`."""
+    threads: int = 2
+    """torch CPU threads."""
+    eval_max_events: int = 2000
+    """Validation events used for early stopping (a fixed, seeded subset when there are more)."""
+    recent_popularity: RecentPopularityConfig = field(default_factory=RecentPopularityConfig)
+    """`recent_popularity`."""
+    item_knn: ItemKNNConfig = field(default_factory=ItemKNNConfig)
+    """`item_knn`."""
+    gru4rec: GRU4RecConfig = field(default_factory=GRU4RecConfig)
+    """`gru4rec`."""
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    """`sasrec`."""
+    tabular_q: TabularQConfig = field(default_factory=TabularQConfig)
+    """`tabular_q`."""
+    drr: DRRConfig = field(default_factory=DRRConfig)
+    """`drr`."""
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """The user simulator fitted on the train split (drlrec.rl.simulator): who interacts with a recommended
+    item, with which behaviour, and when the user leaves."""
+
+    factors: int = 16
+    """Size of the item and category factors of the affinity model (state side and item side)."""
+    negatives: int = 4
+    """Catalogue items drawn uniformly per logged next item when fitting and calibrating: P(interact) is the
+    probability that an item of such a candidate set is the one the user acts on."""
+    epochs: int = 4
+    """Passes over the train transitions (fresh negatives each pass)."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    lr: float = 0.01
+    """Adam learning rate."""
+    weight_decay: float = 0.00003
+    """L2 penalty on the factors (keeps rare items near the category factors)."""
+    rate_smoothing: float = 20.0
+    """Pseudo-interactions of the category rate added to each item's behaviour rates given an interaction
+    (and of the global rate to each category's)."""
+    leave_signal: Literal["session_end", "done"] = "session_end"
+    """What a logged leave is: the end of a 30-minute session, or the user's last event in the split."""
+    leave_positions: int = 20
+    """The leave hazard is fitted per position in the session up to this; later positions share one rate."""
+    no_click_leave: float = 0.1
+    """Extra probability of leaving after a list the user ignores (not in the logs: an assumption)."""
+    exposure_boost: float = 1.0
+    """P(act on a recommended item) = 1 - exp(-exposure_boost * P(it is the user's next event)): 1 = a list
+    is acted on as often as the organic next event falls in it; more = a lift from being recommended (the
+    logs hold no exposures: an assumption)."""
+    calibration_max_events: int = 20000
+    """Held-out transitions used for calibration (a seeded subset when there are more)."""
+    threads: int = 1
+    """torch CPU threads while fitting (1: the small updates gain nothing from more, and a fit is then
+    bit-reproducible for a seed)."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The gymnasium environments (drlrec.rl.envs): list length, episode limits and the reward scheme."""
+
+    k: int = 10
+    """Length of the recommended list (the action)."""
+    max_steps: int = 20
+    """Steps after which an episode is truncated."""
+    reward: Literal["purchase_binary", "business_weighted"] = "business_weighted"
+    """`purchase_binary`: 1 when a recommended item is bought; `business_weighted`: behaviour weight plus
+    the long-tail and preferred-category bonuses."""
+    behavior_weights: dict[str, float] = field(
+        default_factory=lambda: {"pv": 1.0, "cart": 3.0, "fav": 2.5, "buy": 10.0}
+    )
+    """business_weighted: reward of an interaction by its behaviour."""
+    long_tail_quantile: float = 0.8
+    """An item is long-tail when its train count is below this quantile of the train counts of items."""
+    long_tail_bonus: float = 2.0
+    """business_weighted: added when the item interacted with is long-tail."""
+    category_bonus: float = 2.0
+    """business_weighted: added when the item's category is the user's preferred one (the most frequent
+    category in the state)."""
+    step_seconds: float = 60.0
+    """Simulated seconds between two interactions (time-gap step feature, profile ages)."""
+    start_split: Literal["train", "valid"] = "valid"
+    """SimulatedEnv draws its start states from this split's logged states."""
+    sessions: int = 500
+    """Sessions simulate_policy runs per evaluated model."""
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -317,6 +577,10 @@ class Params:
     featurize: FeaturizeConfig = field(default_factory=FeaturizeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Reinforcement learning around the recommender: logged transitions, replay, the user simulator and the environments."""
