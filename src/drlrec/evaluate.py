@@ -78,3 +78,368 @@ def rank_events(
         mask = None if exclude is None else exclude[start:stop]
         ranks[start:stop] = target_ranks(scores, targets[start:stop], mask)
     return RankedEvents(ranks)
+
+
+# ------------------------------------------------------------------------------------------ the protocol
+
+PROTOCOL = (
+    "Temporal split (train days 1-7, validation day 8, test day 9 by default; featurize.* in params.yaml). "
+    "Every model is fitted on the train period only. Each test event is predicted from the user's history up to "
+    "that event (the last N interactions, train-period history included). Two targets: the next interaction "
+    "(any behaviour) and the next purchase (the test events that are buys). Full ranking over every item of the "
+    "vocabulary except padding and unknown: no sampled negatives, no candidate lists. A target that is cold "
+    "(unknown to the vocabulary) counts as a miss. Ties rank the lower item index first. HR@k, NDCG@k and MRR "
+    "per event; Precision/Recall/F1/MAP@k per user from one list at the user's first test event against the set of "
+    "items the user bought during the test period; catalogue coverage, intra-list category diversity and novelty "
+    "(mean -log2 train popularity) of the top-{list_k} lists. 95% CIs: percentile bootstrap over events (users for "
+    "the per-user metrics, lists for the list metrics), {bootstrap} resamples, seed {seed}."
+)
+
+
+class Interval(NamedTuple):
+    value: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"value": self.value, "ci_low": self.low, "ci_high": self.high}
+
+
+def bootstrap_means(
+    values: np.ndarray, n_boot: int, ci: float = 0.95, seed: int = 0, max_cells: int = 20_000_000
+) -> list[Interval]:
+    """Mean and percentile-bootstrap CI of each column of `values` ([n] or [n, m]), resampling rows.
+
+    Vectorized: each resample is a multinomial count vector, so a chunk of resamples is one matrix
+    product [c, n] @ [n, m]; chunks keep the count matrix under `max_cells` cells."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[:, None] if v.ndim == 1 else v
+    n, m = v.shape
+    if n == 0:
+        return [Interval(float("nan"), float("nan"), float("nan"))] * m
+    means = v.mean(axis=0)
+    if n_boot <= 0 or n == 1:
+        return [Interval(float(x), float(x), float(x)) for x in means]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, max_cells // n))
+    boots = []
+    for start in range(0, n_boot, chunk):
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, n_boot - start))  # [c, n]
+        boots.append(counts @ v / n)  # [c, m]
+    boot = np.concatenate(boots)
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.quantile(boot, [alpha, 1.0 - alpha], axis=0)
+    return [Interval(float(a), float(b), float(c)) for a, b, c in zip(means, low, high, strict=True)]
+
+
+def per_event_values(ranks: np.ndarray, ks: Sequence[int]) -> tuple[list[str], np.ndarray]:
+    """Per-event HR@k, NDCG@k and reciprocal rank ([E, 2 len(ks) + 1]) whose column means are ranking_metrics."""
+    r = np.asarray(ranks, dtype=np.float64)
+    names, cols = [], []
+    for k in ks:
+        hit = r <= k
+        names += [f"hr_at_{k}", f"ndcg_at_{k}"]
+        cols += [hit.astype(np.float64), np.where(hit, 1.0 / np.log2(np.minimum(r, k) + 1.0), 0.0)]
+    names.append("mrr")
+    cols.append(1.0 / r)
+    return names, np.stack(cols, axis=1) if len(r) else np.zeros((0, len(names)))
+
+
+def set_metrics(lists: np.ndarray, relevant: list[np.ndarray], ks: Sequence[int]) -> tuple[list[str], np.ndarray]:
+    """The paper's per-user Precision/Recall/F1/AP@k of ranked lists [U, K] against relevant item sets.
+
+    AP@k = sum_{i<=k, list[i] relevant} P@i / min(k, |relevant|). Returns names and [U, 4 len(ks)] values."""
+    users = len(relevant)
+    kmax = lists.shape[1] if lists.ndim == 2 else 0
+    names = [f"{m}_at_{k}" for k in ks for m in ("precision", "recall", "f1", "map")]
+    if users == 0:
+        return names, np.zeros((0, len(names)))
+    sizes = np.array([len(r) for r in relevant], dtype=np.int64)
+    owner = np.repeat(np.arange(users), sizes)
+    flat = np.concatenate(relevant).astype(np.int64)
+    # rel[u, i]: list position i of user u holds one of u's relevant items (vectorized via a key lookup)
+    width = np.int64(max(int(lists.max(initial=0)), int(flat.max(initial=0))) + 2)
+    keys = np.sort(owner * width + flat)
+    probe = np.arange(users)[:, None] * width + lists.astype(np.int64)  # [U, K]
+    pos = np.clip(np.searchsorted(keys, probe), 0, len(keys) - 1)
+    rel = (keys[pos] == probe) & (lists >= 0)
+    hits_at = np.cumsum(rel, axis=1)  # [U, K]
+    precision_at_i = hits_at / np.arange(1, kmax + 1)[None, :]
+    cols = []
+    for k in ks:
+        kk = min(k, kmax)
+        hits = hits_at[:, kk - 1] if kk else np.zeros(users)
+        p = hits / k
+        r = hits / sizes
+        f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-300), 0.0)
+        ap = (precision_at_i[:, :kk] * rel[:, :kk]).sum(axis=1) / np.minimum(k, sizes)
+        cols += [p, r, f1, ap]
+    return names, np.stack(cols, axis=1)
+
+
+def list_metrics(
+    lists: np.ndarray, item_category: np.ndarray, item_counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-list intra-list category diversity (share of filled item pairs in different categories) and novelty
+    (mean -log2 of the item's smoothed train popularity share). Returns ([L], [L])."""
+    lists = np.asarray(lists, dtype=np.int64)
+    valid = lists >= 0
+    safe = np.where(valid, lists, 0)
+    cats = item_category[safe]
+    both = valid[:, :, None] & valid[:, None, :]  # pairs of filled slots only (short lists are not padded)
+    differ = (cats[:, :, None] != cats[:, None, :]) & both
+    n_valid = valid.sum(axis=1)
+    diversity = differ.sum(axis=(1, 2)) / np.maximum(n_valid * (n_valid - 1), 1)
+    share = (item_counts.astype(np.float64) + 1.0) / (item_counts.sum() + len(item_counts))
+    info = -np.log2(share)[safe]
+    novelty = np.where(valid, info, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    return diversity, novelty
+
+
+def coverage_interval(
+    lists: np.ndarray, n_items: int, n_boot: int, ci: float, seed: int, max_cells: int = 20_000_000
+) -> Interval:
+    """Share of recommendable items that appear in at least one list, with a bootstrap CI over lists
+    (the bootstrap spread centred on the estimate: a union is biased low under resampling)."""
+    import scipy.sparse as sp
+
+    lists = np.asarray(lists, dtype=np.int64)
+    recommendable = max(n_items - FIRST_REAL_ITEM, 1)
+    n = len(lists)
+    if n == 0:
+        return Interval(float("nan"), float("nan"), float("nan"))
+    rows = np.repeat(np.arange(n), lists.shape[1])
+    cols = lists.ravel()
+    ok = cols >= FIRST_REAL_ITEM
+    incidence = sp.csr_matrix((np.ones(ok.sum(), np.float32), (rows[ok], cols[ok])), shape=(n, n_items))
+    value = float((np.asarray(incidence.sum(axis=0)).ravel() > 0).sum() / recommendable)
+    if n_boot <= 0:
+        return Interval(value, value, value)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, max_cells // max(n, n_items)))
+    boots = []
+    for start in range(0, n_boot, chunk):
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, n_boot - start)).astype(np.float32)  # [c, n]
+        covered = incidence.T @ counts.T  # [n_items, c]
+        boots.append((covered > 0).sum(axis=0) / recommendable)
+    # Resampling with replacement leaves out ~37% of the lists, so a set union shrinks in every resample:
+    # keep the bootstrap spread but centre it on the estimate (percentiles of boot - mean(boot) + value).
+    boot = np.concatenate(boots)
+    centred = boot - boot.mean() + value
+    alpha = (1.0 - ci) / 2.0
+    return Interval(value, float(np.quantile(centred, alpha)), float(np.quantile(centred, 1 - alpha)))
+
+
+_USER_STRIDE = np.int64(1) << 34
+
+
+class PriorBuys:
+    """Which items each user bought before a given time, from the logged transitions of every split."""
+
+    def __init__(self, splits: Sequence) -> None:
+        users, items, times = [], [], []
+        for t in splits:
+            buy = t.action_behavior == 3
+            users.append(t.user_id[buy])
+            items.append(t.action_item[buy].astype(np.int64))
+            times.append(t.timestamp[buy])
+        users_a, items_a, times_a = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (users, items, times))
+        order = np.lexsort((times_a, users_a))
+        self.items = items_a[order]
+        # one sorted key per buy: (dense user rank, time since the first buy), so a user's buys before t
+        # are one searchsorted range
+        self.uniq = np.unique(users_a)
+        self.t0 = int(times_a.min()) if len(times_a) else 0
+        self.keys = np.searchsorted(self.uniq, users_a[order]) * _USER_STRIDE + (times_a[order] - self.t0)
+
+    def mask(self, users: np.ndarray, times: np.ndarray, n_items: int) -> np.ndarray:
+        """[B, n_items] bool: items the user bought strictly before the time."""
+        users = np.asarray(users, dtype=np.int64)
+        times = np.asarray(times, dtype=np.int64)
+        out = np.zeros((len(users), n_items), dtype=bool)
+        if not len(self.keys) or not len(users):
+            return out
+        rank = np.searchsorted(self.uniq, users)
+        known = (rank < len(self.uniq)) & (self.uniq[np.minimum(rank, len(self.uniq) - 1)] == users)
+        base = rank * _USER_STRIDE
+        lo = np.searchsorted(self.keys, base, side="left")
+        hi = np.searchsorted(self.keys, base + np.clip(times - self.t0, 0, _USER_STRIDE - 1), side="left")
+        counts = np.where(known, hi - lo, 0)
+        if counts.sum():
+            rows = np.repeat(np.arange(len(users)), counts)
+            starts = np.repeat(lo, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+            out[rows, self.items[starts]] = True
+        return out
+
+
+class TargetSet(NamedTuple):
+    """One evaluation target: which test transitions, and the item to rank for each."""
+
+    name: str
+    index: np.ndarray  # [E] transition indices into the test split
+    targets: np.ndarray  # [E] item index
+
+
+def target_sets(test, max_events: int, seed: int) -> list[TargetSet]:
+    """next_item: every test event (a seeded sample when max_events > 0); next_purchase: the buy events."""
+    rng = np.random.default_rng(seed + 104729)
+    all_index = np.arange(test.num_transitions)
+    buys = all_index[test.action_behavior == 3]
+
+    def cap(index: np.ndarray) -> np.ndarray:
+        if max_events and len(index) > max_events:
+            return np.sort(rng.choice(index, size=max_events, replace=False))
+        return index
+
+    nxt, buy = cap(all_index), cap(buys)
+    return [
+        TargetSet("next_item", nxt, test.action_item[nxt].astype(np.int64)),
+        TargetSet("next_purchase", buy, test.action_item[buy].astype(np.int64)),
+    ]
+
+
+class Evaluation(NamedTuple):
+    """Everything `evaluate_model` measured: metric -> Interval per group, plus counts."""
+
+    model: str
+    groups: dict[str, dict[str, Interval]]
+    counts: dict[str, int]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "counts": self.counts,
+            "seconds": round(self.seconds, 3),
+            "metrics": {g: {m: iv.as_dict() for m, iv in ms.items()} for g, ms in self.groups.items()},
+        }
+
+
+def _score_lists(model, test, index, targets, k_list, prior, n_items, batch_size):
+    """Ranks of the targets and the top-k_list lists, batch by batch, with the same exclusion mask."""
+    from drlrec.models.base import top_k
+    from drlrec.rl.logged import state_batch
+
+    ranks = np.empty(len(index), dtype=np.int64)
+    lists = np.full((len(index), k_list), -1, dtype=np.int64)
+    for start in range(0, len(index), batch_size):
+        sl = index[start : start + batch_size]
+        scores = model.score(state_batch(test, sl))
+        mask = None if prior is None else prior.mask(test.user_id[sl], test.timestamp[sl], n_items)
+        ranks[start : start + len(sl)] = target_ranks(scores, targets[start : start + len(sl)], mask)
+        items, _ = top_k(scores, k_list, mask)
+        lists[start : start + len(sl), : items.shape[1]] = items
+    return ranks, lists
+
+
+def evaluate_model(
+    model: Recommender,
+    test,
+    history: Sequence,
+    item_category: np.ndarray,
+    item_counts: np.ndarray,
+    cfg,
+    seed: int = 0,
+    name: str | None = None,
+    progress: bool = False,
+) -> Evaluation:
+    """The protocol (see PROTOCOL) for one model on the test split.
+
+    `history` are the earlier splits (train, valid) used to know what a user already bought;
+    `item_counts` the train-period count of every item (novelty); `cfg` an EvaluateConfig."""
+    import time
+
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    n_items = int(len(item_category))
+    ks = tuple(int(k) for k in cfg.ks)
+    prior = PriorBuys([*history, test]) if cfg.exclude_bought else None
+    groups: dict[str, dict[str, Interval]] = {}
+    counts: dict[str, int] = {}
+    sets = target_sets(test, cfg.max_events, seed)
+    bar = tqdm(total=sum(len(s.index) for s in sets), desc=f"evaluate {name or model.name}", unit="events",
+               disable=None if progress else True, leave=False)
+    next_lists = np.zeros((0, cfg.list_k), dtype=np.int64)
+    for ts in sets:
+        ranks, lists = _score_lists(model, test, ts.index, ts.targets, cfg.list_k, prior, n_items, cfg.batch_size)
+        names, values = per_event_values(ranks, ks)
+        groups[ts.name] = dict(zip(names, bootstrap_means(values, cfg.bootstrap, cfg.ci, seed), strict=True))
+        counts[f"{ts.name}_events"] = len(ts.index)
+        if ts.name == "next_item":
+            next_lists = lists
+        bar.update(len(ts.index))
+    bar.close()
+
+    # the paper's per-user metrics: one list at the user's first test event vs. the items bought in the test period
+    buy = test.action_behavior == 3
+    buyers, first = np.unique(test.user_id, return_index=True)
+    has_buy = np.isin(buyers, test.user_id[buy])
+    first = first[has_buy]
+    buy_users, buy_items = test.user_id[buy], test.action_item[buy].astype(np.int64)
+    order = np.lexsort((buy_items, buy_users))
+    pairs = np.unique(np.stack([buy_users[order], buy_items[order]], axis=1), axis=0)
+    bounds = np.searchsorted(pairs[:, 0], buyers[has_buy], side="left"), np.searchsorted(pairs[:, 0], buyers[has_buy], side="right")
+    relevant = [pairs[a:b, 1] for a, b in zip(*bounds, strict=True)]
+    _, user_lists = _score_lists(model, test, first, test.action_item[first].astype(np.int64), max(ks), prior,
+                                 n_items, cfg.batch_size)
+    names, values = set_metrics(user_lists, relevant, ks)
+    groups["per_user_purchase"] = dict(zip(names, bootstrap_means(values, cfg.bootstrap, cfg.ci, seed), strict=True))
+    counts["users_with_test_purchases"] = len(relevant)
+
+    diversity, novelty = list_metrics(next_lists, item_category, item_counts)
+    beyond = dict(zip(("diversity", "novelty"), bootstrap_means(np.stack([diversity, novelty], 1), cfg.bootstrap,
+                                                                cfg.ci, seed), strict=True))
+    beyond = {f"coverage_at_{cfg.list_k}": coverage_interval(next_lists, n_items, cfg.bootstrap, cfg.ci, seed),
+              f"diversity_at_{cfg.list_k}": beyond["diversity"], f"novelty_at_{cfg.list_k}": beyond["novelty"]}
+    groups["beyond_accuracy"] = beyond
+    return Evaluation(name or model.name, groups, counts, time.perf_counter() - started)
+
+
+def protocol_text(cfg, seed: int) -> str:
+    return PROTOCOL.format(list_k=cfg.list_k, bootstrap=cfg.bootstrap, seed=seed) + (
+        " Items the user bought before the event are masked." if cfg.exclude_bought else ""
+    )
+
+
+#: Columns of the comparison table: (group, metric).
+HEADLINE: tuple[tuple[str, str], ...] = (
+    ("next_item", "hr_at_10"),
+    ("next_item", "ndcg_at_10"),
+    ("next_item", "mrr"),
+    ("next_purchase", "hr_at_10"),
+    ("next_purchase", "ndcg_at_10"),
+    ("per_user_purchase", "precision_at_10"),
+    ("per_user_purchase", "recall_at_10"),
+    ("per_user_purchase", "map_at_10"),
+    ("beyond_accuracy", "coverage_at_10"),
+    ("beyond_accuracy", "diversity_at_10"),
+    ("beyond_accuracy", "novelty_at_10"),
+)
+
+
+def _cell(iv: Interval | None) -> str:
+    if iv is None or np.isnan(iv.value):
+        return "n/a"
+    return f"{iv.value:.4f} [{iv.low:.4f}, {iv.high:.4f}]"
+
+
+def markdown_table(evaluations: Sequence[Evaluation], protocol: str, columns=HEADLINE) -> str:
+    """The comparison as markdown: one row per model, value [95% CI] per headline metric, protocol below."""
+    header = "| model | " + " | ".join(f"{g.replace('_', ' ')}: {m}" for g, m in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    for ev in evaluations:
+        cells = [_cell(ev.groups.get(g, {}).get(m)) for g, m in columns]
+        lines.append(f"| {ev.model} | " + " | ".join(cells) + " |")
+    counts = evaluations[0].counts if evaluations else {}
+    lines += ["", "Events: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()), "", f"Protocol: {protocol}"]
+    return "\n".join(lines) + "\n"
+
+
+def full_table(evaluation: Evaluation) -> str:
+    """Every metric of one model as markdown: group, metric, value, 95% CI."""
+    lines = ["| group | metric | value | 95% CI |", "|---|---|---|---|"]
+    for group, metrics in evaluation.groups.items():
+        for metric, iv in metrics.items():
+            lines.append(f"| {group} | {metric} | {iv.value:.4f} | [{iv.low:.4f}, {iv.high:.4f}] |")
+    return "\n".join(lines) + "\n"

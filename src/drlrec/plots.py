@@ -64,3 +64,40 @@ def training_curves(
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def metric_bars(
+    evaluations,
+    path: str | Path,
+    columns: Sequence[tuple[str, str]] = (
+        ("next_item", "hr_at_10"),
+        ("next_item", "ndcg_at_10"),
+        ("next_purchase", "hr_at_10"),
+        ("next_purchase", "ndcg_at_10"),
+        ("per_user_purchase", "map_at_10"),
+    ),
+    title: str = "Test period, full ranking (95% bootstrap CI)",
+) -> Path:
+    """Grouped bars: one group per metric, one bar per model, with CI whiskers (drlrec.evaluate.Evaluation)."""
+    plt = _pyplot()
+    models = [ev.model for ev in evaluations]
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(columns) * max(1, len(models)) ** 0.5), 4.0))
+    x = np.arange(len(columns))
+    for i, ev in enumerate(evaluations):
+        ivs = [ev.groups.get(g, {}).get(m) for g, m in columns]
+        values = np.array([iv.value if iv else np.nan for iv in ivs])
+        low = np.array([iv.value - iv.low if iv else 0.0 for iv in ivs])
+        high = np.array([iv.high - iv.value if iv else 0.0 for iv in ivs])
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width, yerr=[low, high], capsize=2, label=ev.model)
+    ax.set_xticks(x, [f"{g.replace('_', ' ')}\n{m}" for g, m in columns], fontsize=8)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=min(4, max(1, len(models))))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path

@@ -241,3 +241,160 @@ def train_stage(params: Params, features_dir: str | Path | None = None, out_dir:
         f"(popularity {fit.popularity_metrics['valid/ndcg_at_10']:.4f}); MLflow run {run.run_id} -> {out}"
     )
     return fit
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+
+
+class _EvalInputs:
+    """The featurize outputs evaluation needs: train/valid/test splits, vocab sizes, item statistics."""
+
+    def __init__(self, features: Path) -> None:
+        import numpy as np
+
+        from drlrec.features.transitions import load_split
+        from drlrec.models.base import TrainingData, item_category_map
+
+        self.features = features
+        self.data = TrainingData.load(features)
+        self.test = load_split(features, "test")
+        n_items = self.data.n_items
+        self.item_category = item_category_map([self.data.train, self.data.valid, self.test], n_items)
+        self.item_counts = np.bincount(self.data.train.action_item.astype(np.int64), minlength=n_items)[:n_items]
+
+
+def _evaluate_one(params: Params, model, name: str, inputs: _EvalInputs):
+    from drlrec.evaluate import evaluate_model
+
+    return evaluate_model(
+        model,
+        inputs.test,
+        [inputs.data.train, inputs.data.valid],
+        inputs.item_category,
+        inputs.item_counts,
+        params.evaluate,
+        seed=params.base.seed,
+        name=name,
+        progress=params.base.progress,
+    )
+
+
+def _trained_dqn_lstm(params: Params):
+    from drlrec.errors import InputError
+    from drlrec.models.dqn_lstm import DQNLSTM
+    from drlrec.train import resolve_device
+
+    path = Path(params.paths.model) / "model.pt"
+    if not path.is_file():
+        raise InputError(f"{path}: no trained DQN-LSTM (run `drlrec train` first)")
+    return DQNLSTM.load(path, device=resolve_device(params.train.device))
+
+
+def _fit_model(params: Params, name: str, inputs: _EvalInputs, track=None):
+    """Train model `name` on the train split with the budget from params (dqn_lstm: the train: section)."""
+    if name == "dqn_lstm":
+        from drlrec.train import fit_dqn_lstm
+
+        d = inputs.data
+        fit = fit_dqn_lstm(
+            d.train, d.valid, d.n_items, d.n_categories, params.model, params.train, params.base.seed,
+            track=track, progress=params.base.progress,
+        )
+        return fit.model
+    from drlrec.models.factory import fit_model
+
+    return fit_model(name, inputs.data, params, progress=params.base.progress)
+
+
+def evaluate_stage(params: Params, model_name: str = "dqn_lstm", features_dir: str | Path | None = None):
+    """Evaluate one model on the test period with the shared protocol; write metrics.json, a markdown
+    table and a bar chart; log them to MLflow. dqn_lstm is read from paths.model (the train stage's
+    output); any other model is fitted on the train split first with its budget from params."""
+    from drlrec.atomic import write_json, write_text
+    from drlrec.evaluate import full_table, markdown_table, protocol_text
+    from drlrec.plots import metric_bars
+    from drlrec.tracking import start_run
+
+    inputs = _EvalInputs(Path(features_dir or params.paths.features))
+    protocol = protocol_text(params.evaluate, params.base.seed)
+    reports = Path(params.paths.reports)
+    with start_run(f"evaluate-{model_name}", tags={"model": model_name, "stage": "evaluate"}) as run:
+        model = _trained_dqn_lstm(params) if model_name == "dqn_lstm" else _fit_model(params, model_name, inputs)
+        evaluation = _evaluate_one(params, model, model_name, inputs)
+        payload = {"protocol": protocol, **evaluation.to_dict()}
+        write_json(params.paths.metrics, payload)
+        md = reports / f"metrics_{model_name}.md"
+        write_text(md, f"# {model_name}: test period\n\n" + full_table(evaluation) + "\n" + markdown_table([evaluation], protocol))
+        png = metric_bars([evaluation], reports / f"metrics_{model_name}.png")
+        run.log_metrics(_flat_metrics(evaluation))
+        run.log_dict(payload, "metrics.json")
+        run.log_artifact(md)
+        run.log_artifact(png)
+    ni = evaluation.groups["next_item"]["ndcg_at_10"]
+    npur = evaluation.groups["next_purchase"]["ndcg_at_10"]
+    _say(
+        f"evaluate: {model_name} test NDCG@10 next item {ni.value:.4f} [{ni.low:.4f}, {ni.high:.4f}], next purchase "
+        f"{npur.value:.4f} [{npur.low:.4f}, {npur.high:.4f}] ({evaluation.counts['next_item_events']:,} events, "
+        f"{evaluation.seconds:.1f}s) -> {params.paths.metrics}"
+    )
+    return evaluation
+
+
+def _flat_metrics(evaluation) -> dict[str, float]:
+    import math
+
+    return {
+        f"test/{group}/{metric}": iv.value
+        for group, metrics in evaluation.groups.items()
+        for metric, iv in metrics.items()
+        if not math.isnan(iv.value)
+    }
+
+
+# ---------------------------------------------------------------------------------------------- compare
+
+
+def compare_stage(params: Params, models: list[str] | None = None, features_dir: str | Path | None = None):
+    """Train every model with its budget from params, evaluate all on the same split, write
+    compare.json / compare.md / compare.png, and log each model as a nested MLflow run of one parent."""
+    import time
+
+    from drlrec.atomic import write_json, write_text
+    from drlrec.errors import ConfigError
+    from drlrec.evaluate import markdown_table, protocol_text
+    from drlrec.plots import metric_bars
+    from drlrec.tracking import start_run
+
+    names = list(models or params.evaluate.models)
+    known = set(params.evaluate.models) | {"dqn_lstm", "popularity"}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    inputs = _EvalInputs(Path(features_dir or params.paths.features))
+    protocol = protocol_text(params.evaluate, params.base.seed)
+    evaluations, fit_seconds = [], {}
+    with start_run("compare", tags={"stage": "compare"}) as parent:
+        parent.log_params({"models": ",".join(names), "evaluate": params.evaluate.__dict__})
+        for name in names:
+            with start_run(f"compare-{name}", nested=True, tags={"model": name, "stage": "compare"}) as child:
+                started = time.perf_counter()
+                model = _fit_model(params, name, inputs, track=child.log_metrics)
+                fit_seconds[name] = time.perf_counter() - started
+                evaluation = _evaluate_one(params, model, name, inputs)
+                child.log_metrics({**_flat_metrics(evaluation), "fit_seconds": fit_seconds[name]})
+            evaluations.append(evaluation)
+            ni = evaluation.groups["next_item"]["ndcg_at_10"].value
+            _say(f"compare: {name}: fit {fit_seconds[name]:.0f}s, test NDCG@10 (next item) {ni:.4f}")
+        table = markdown_table(evaluations, protocol)
+        payload = {
+            "protocol": protocol,
+            "models": [{**ev.to_dict(), "fit_seconds": round(fit_seconds[ev.model], 2)} for ev in evaluations],
+        }
+        write_json(params.paths.compare, payload)
+        md = Path(params.paths.compare).with_suffix(".md")
+        write_text(md, "# Model comparison: test period\n\n" + table)
+        png = metric_bars(evaluations, Path(params.paths.compare).with_suffix(".png"))
+        for path in (md, png, Path(params.paths.compare)):
+            parent.log_artifact(path)
+    print(table)
+    return evaluations

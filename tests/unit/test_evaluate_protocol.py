@@ -1,0 +1,211 @@
+"""The evaluation protocol: per-user set metrics, list metrics, bootstrap CIs and prior-buy masks against
+hand-computed values; interface consistency on a featurized generated log."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drlrec.config import EvaluateConfig, load_params
+from drlrec.evaluate import (
+    PriorBuys,
+    bootstrap_means,
+    coverage_interval,
+    evaluate_model,
+    list_metrics,
+    markdown_table,
+    per_event_values,
+    ranking_metrics,
+    set_metrics,
+)
+from drlrec.models.base import Recommender, StateBatch
+
+
+def test_set_metrics_by_hand() -> None:
+    lists = np.array([[5, 3, 9], [4, 2, 8]])
+    relevant = [np.array([3, 7]), np.array([4, 8, 2])]
+    names, v = set_metrics(lists, relevant, ks=(1, 2, 3, 5))
+    m = dict(zip(names, v.T, strict=True))
+    # user 0: hits at position 2 only; user 1: every position relevant
+    assert m["precision_at_1"].tolist() == [0.0, 1.0]
+    assert m["precision_at_2"].tolist() == [0.5, 1.0]
+    assert m["recall_at_2"].tolist() == pytest.approx([0.5, 2 / 3])
+    assert m["f1_at_2"].tolist() == pytest.approx([0.5, 2 * 1 * (2 / 3) / (1 + 2 / 3)])
+    assert m["map_at_2"].tolist() == pytest.approx([(1 / 2) / 2, (1 + 1) / 2])
+    assert m["map_at_3"].tolist() == pytest.approx([(1 / 2) / 2, 3 / 3])
+    # k beyond the list length: precision divides by k, the hits stop at the list's end
+    assert m["precision_at_5"].tolist() == pytest.approx([1 / 5, 3 / 5])
+    assert m["recall_at_5"].tolist() == pytest.approx([0.5, 1.0])
+    assert m["map_at_5"].tolist() == pytest.approx([(1 / 2) / 2, 3 / 3])
+
+
+def test_set_metrics_ignore_empty_slots() -> None:
+    names, v = set_metrics(np.array([[6, -1, -1]]), [np.array([6, 7])], ks=(3,))
+    m = dict(zip(names, v[0], strict=True))
+    assert m["precision_at_3"] == pytest.approx(1 / 3) and m["recall_at_3"] == pytest.approx(0.5)
+
+
+def test_per_event_values_average_to_ranking_metrics() -> None:
+    ranks = np.array([1, 2, 3, 11, 60, np.iinfo(np.int64).max])
+    names, values = per_event_values(ranks, (5, 10, 20, 50))
+    assert dict(zip(names, values.mean(axis=0), strict=True)) == pytest.approx(ranking_metrics(ranks))
+
+
+def test_bootstrap_means() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.random((400, 2))
+    a = bootstrap_means(x, n_boot=500, seed=3)
+    b = bootstrap_means(x, n_boot=500, seed=3)
+    assert a == b  # seeded
+    for iv, col in zip(a, x.T, strict=True):
+        assert iv.value == pytest.approx(col.mean())
+        assert iv.low < iv.value < iv.high
+        se = col.std() / math.sqrt(len(col))
+        assert iv.high - iv.low == pytest.approx(2 * 1.96 * se, rel=0.25)  # ~ the normal-theory width
+    [const] = bootstrap_means(np.full(50, 0.25), n_boot=100)
+    assert (const.value, const.low, const.high) == (0.25, 0.25, 0.25)
+    [none] = bootstrap_means(np.zeros(0), n_boot=100)
+    assert math.isnan(none.value)
+    # chunking over resamples gives the same result as one block
+    small = bootstrap_means(x, n_boot=300, seed=5, max_cells=400 * 7)
+    big = bootstrap_means(x, n_boot=300, seed=5)
+    assert [iv.value for iv in small] == [iv.value for iv in big]
+
+
+def test_list_metrics_by_hand() -> None:
+    item_category = np.array([0, 0, 1, 1, 2, 3])
+    counts = np.array([0, 0, 6, 2, 0, 0])  # item 2 popular, items 4 and 5 never seen in train
+    diversity, novelty = list_metrics(np.array([[2, 3, 4], [2, 2, -1]]), item_category, counts)
+    assert diversity.tolist() == pytest.approx([4 / 6, 0.0])  # ordered pairs of filled slots in different categories
+    share = (counts + 1) / (counts.sum() + len(counts))
+    assert novelty[0] == pytest.approx(-np.log2(share[[2, 3, 4]]).mean())
+    assert novelty[1] == pytest.approx(-np.log2(share[2]))
+
+
+def test_coverage_by_hand() -> None:
+    lists = np.array([[2, 3], [3, 4], [2, -1]])
+    iv = coverage_interval(lists, n_items=8, n_boot=200, ci=0.95, seed=0)
+    assert iv.value == pytest.approx(3 / 6)  # items 2, 3, 4 of the 6 recommendable (2..7)
+    assert iv.low <= iv.value <= iv.high
+
+
+def test_prior_buys_mask_is_strictly_before() -> None:
+    class T:  # the fields PriorBuys reads
+        user_id = np.array([7, 7, 9, 7])
+        timestamp = np.array([100, 200, 150, 300])
+        action_behavior = np.array([3, 3, 3, 0])
+        action_item = np.array([4, 5, 6, 2])
+
+    prior = PriorBuys([T])
+    mask = prior.mask(np.array([7, 7, 7, 9, 8]), np.array([100, 101, 250, 151, 999]), n_items=8)
+    assert [np.flatnonzero(r).tolist() for r in mask] == [[], [4], [4, 5], [6], []]
+
+
+# ------------------------------------------------------------------------------------------ protocol
+
+
+class CountScores(Recommender):
+    """Not the Popularity class: a hand-written model whose scores are the train counts."""
+
+    name = "counts"
+
+    def __init__(self, counts: np.ndarray) -> None:
+        self.counts = counts.astype(np.float32)
+        self.n_items = len(counts)
+
+    def fit(self, data, cfg=None):
+        return self
+
+    def score(self, states: StateBatch) -> np.ndarray:
+        return np.tile(self.counts, (states.batch_size, 1))
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory: pytest.TempPathFactory):
+    import yaml
+
+    from drlrec.stages import featurize_stage, ingest_stage, synth_stage
+
+    root = Path(__file__).resolve().parents[2]
+    tmp = tmp_path_factory.mktemp("protocol")
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["base"]["progress"] = False
+    raw["paths"] = {k: str(root / v) if k == "expectations" else str(tmp / v) for k, v in raw["paths"].items()}
+    (tmp / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(tmp / "params.yaml", ["synth.users=300"])
+    synth_stage(params)
+    ingest_stage(params)
+    featurize_stage(params)
+    from drlrec.stages import _EvalInputs
+
+    return _EvalInputs(Path(params.paths.features))
+
+
+def test_counts_model_gets_exactly_the_popularity_numbers(features) -> None:
+    from drlrec.models.popularity import Popularity
+
+    cfg = EvaluateConfig(bootstrap=200, exclude_bought=True)
+    args = (features.test, [features.data.train, features.data.valid], features.item_category, features.item_counts, cfg)
+    popularity = evaluate_model(Popularity(features.data.n_items).fit(features.data), *args, seed=1)
+    counts = evaluate_model(CountScores(features.item_counts), *args, seed=1)
+    assert popularity.counts == counts.counts
+    assert popularity.counts["next_item_events"] == features.test.num_transitions
+    assert popularity.counts["next_purchase_events"] == int((features.test.action_behavior == 3).sum()) > 0
+    for group in popularity.groups:
+        assert popularity.groups[group] == counts.groups[group], group
+    # the table names the protocol and shows value [CI] cells
+    table = markdown_table([popularity, counts], "PROTOCOL TEXT")
+    assert "PROTOCOL TEXT" in table and table.count("| counts |") == 1 and "[" in table
+
+
+def test_exclude_bought_removes_exactly_the_earlier_buys(features) -> None:
+    from drlrec.evaluate import _score_lists
+
+    test, splits = features.test, [features.data.train, features.data.valid, features.test]
+    prior = PriorBuys(splits)
+    n_items = len(features.item_category)
+    index = np.arange(test.num_transitions)
+    earlier = prior.mask(test.user_id, test.timestamp, n_items)
+    assert earlier.any(), "fixture has no repeat buyers"
+
+    # a model that puts earlier buys first: without the mask they top the lists, with it they never appear
+    boosted = np.asarray(features.item_counts, np.float64)
+    calls = {"start": 0}
+
+    class Boost(CountScores):
+        def score(self, states: StateBatch) -> np.ndarray:
+            s = calls["start"]
+            calls["start"] += states.batch_size
+            return super().score(states) + 1e6 * earlier[s : s + states.batch_size]
+
+    targets = test.action_item.astype(np.int64)
+    _, plain = _score_lists(Boost(boosted), test, index, targets, 10, None, n_items, 256)
+    calls["start"] = 0
+    _, masked = _score_lists(Boost(boosted), test, index, targets, 10, prior, n_items, 256)
+    in_plain = np.take_along_axis(earlier, np.maximum(plain, 0), axis=1) & (plain >= 0)
+    in_masked = np.take_along_axis(earlier, np.maximum(masked, 0), axis=1) & (masked >= 0)
+    from drlrec.models.base import FIRST_REAL_ITEM
+
+    assert in_plain.sum() == min_count(earlier[:, FIRST_REAL_ITEM:], 10)  # padding/unknown are never listed
+    assert not in_masked.any()
+    # events of users with no earlier buy get the same list either way
+    clean = ~earlier.any(axis=1)
+    assert np.array_equal(plain[clean], masked[clean])
+
+
+def min_count(mask: np.ndarray, k: int) -> int:
+    return int(np.minimum(mask.sum(axis=1), k).sum())
+
+
+def test_max_events_caps_with_a_seeded_sample(features) -> None:
+    from drlrec.models.popularity import Popularity
+
+    model = Popularity(features.data.n_items).fit(features.data)
+    args = (features.test, [features.data.train, features.data.valid], features.item_category, features.item_counts)
+    a = evaluate_model(model, *args, EvaluateConfig(bootstrap=0, max_events=500), seed=3)
+    b = evaluate_model(model, *args, EvaluateConfig(bootstrap=0, max_events=500), seed=3)
+    assert a.counts["next_item_events"] == 500
+    assert a.groups == b.groups
