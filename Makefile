@@ -45,6 +45,9 @@ lint: setup  ## ruff
 bench: setup  ## benchmarks that print figures (not timed tests)
 	$(BIN)/python bench/bench_synth.py
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_featurize.py
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_evaluate.py
 
 clean:  ## remove generated artifacts (not data/, not .venv)
 	rm -rf artifacts .pytest_cache .ruff_cache

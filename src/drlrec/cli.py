@@ -95,6 +95,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from drlrec.stages import simulate_stage
+
+    simulate_stage(_load(args), features_dir=args.features, out_dir=args.out, sessions=args.sessions)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -142,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         "preferences, 30-minute sessions with a day/night rhythm, re-views and the\n"
         "pv -> cart/fav -> buy funnel. Parameters: the synth: section of params.yaml.",
     )
-    p.add_argument("--out", type=Path, default=None, help="output CSV (default: paths.raw_data; .gz compresses)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output CSV (default: paths.raw_data; .gz compresses)"
+    )
     p.add_argument("--users", type=int, default=None, help="number of users (default: synth.users)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: base.seed)")
     p.add_argument(
@@ -152,9 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REAL_LOG",
         help="fit the generator's parameters from a real log first (prints them)",
     )
-    p.add_argument(
-        "--if-missing", action="store_true", help="do nothing when the output file already exists"
-    )
+    p.add_argument("--if-missing", action="store_true", help="do nothing when the output file already exists")
 
     p = add("stats", cmd_stats, "print a profile of a behaviour log (CSV, .csv.gz or events.parquet)")
     p.add_argument("file", type=Path, help="log to profile")
@@ -181,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Writes DIR/validation.json; exits 1 with a one-line reason when the suite fails.",
     )
     p.add_argument("--events", type=Path, default=None, help="events parquet (default: paths.events)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: folder of paths.validation)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: folder of paths.validation)"
+    )
 
     p = add(
         "featurize",
@@ -205,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
         "metrics, curves and the model to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).\n"
         "A killed run started again resumes from its last checkpoint (paths.checkpoints).",
     )
-    p.add_argument("--features", type=Path, default=None, help="featurize output folder (default: paths.features)")
+    p.add_argument(
+        "--features", type=Path, default=None, help="featurize output folder (default: paths.features)"
+    )
     p.add_argument("--out", type=Path, default=None, help="model folder (default: paths.model)")
     p = add(
         "evaluate",
@@ -218,8 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         "paths.metrics and a markdown table and bar chart under paths.reports; logs them to MLflow.\n"
         "dqn_lstm is read from paths.model; other models are fitted first with their params budget.",
     )
-    p.add_argument("--model", default="dqn_lstm", metavar="NAME", help="model to evaluate (default: %(default)s)")
-    p.add_argument("--features", type=Path, default=None, help="featurize output folder (default: paths.features)")
+    p.add_argument(
+        "--model", default="dqn_lstm", metavar="NAME", help="model to evaluate (default: %(default)s)"
+    )
+    p.add_argument(
+        "--features", type=Path, default=None, help="featurize output folder (default: paths.features)"
+    )
     p = add(
         "compare",
         cmd_compare,
@@ -228,8 +243,33 @@ def build_parser() -> argparse.ArgumentParser:
         "each with the protocol of `drlrec evaluate`, print the table (value [95% CI]) and write\n"
         "paths.compare (.json, .md, .png). Everything is logged to MLflow under one parent run.",
     )
-    p.add_argument("--models", default=None, metavar="A,B,...", help="comma-separated model names (default: evaluate.models)")
-    p.add_argument("--features", type=Path, default=None, help="featurize output folder (default: paths.features)")
+    p.add_argument(
+        "--models",
+        default=None,
+        metavar="A,B,...",
+        help="comma-separated model names (default: evaluate.models)",
+    )
+    p.add_argument(
+        "--features", type=Path, default=None, help="featurize output folder (default: paths.features)"
+    )
+    p = add(
+        "simulate",
+        cmd_simulate,
+        "fit the user simulator, check its calibration on held-out days, score reference policies",
+        "Fit the user simulator (params simulator:) on the train split: who acts on a recommended item,\n"
+        "with which behaviour, and when the session ends. Check it against the validation split\n"
+        "(predicted vs observed by decile, AUC, P(behaviour | interaction)) and run popularity, the\n"
+        "user's recent items, random lists and the trained DQN-LSTM (when paths.model has one) on the\n"
+        "same seeded simulated sessions. Writes paths.simulator/{simulator.npz, calibration.md/.csv/.png,\n"
+        "policies.json, simulate.md}; logs them to MLflow.",
+    )
+    p.add_argument(
+        "--features", type=Path, default=None, help="featurize output folder (default: paths.features)"
+    )
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: paths.simulator)")
+    p.add_argument(
+        "--sessions", type=int, default=1000, help="simulated sessions per policy (default: %(default)s)"
+    )
     return parser
 
 

@@ -65,6 +65,9 @@ class PathsConfig:
     """Human-readable evaluation outputs: markdown tables and bar charts (evaluate and compare)."""
     compare: str = "artifacts/compare.json"
     """`drlrec compare`: every model's metrics on the same split, with the protocol."""
+    simulator: str = "artifacts/simulator"
+    """`drlrec simulate`: the fitted user simulator, its calibration against the held-out log and the
+    simulated returns of reference policies."""
 
 
 @dataclass(frozen=True)
@@ -299,16 +302,25 @@ class TrainConfig:
     """Mixed precision on CUDA (ignored on CPU)."""
     threads: int = 2
     """torch CPU threads."""
-    episodes: int = 300
+    episodes: int = 4096
     """Online mode: episodes against SimulatedEnv."""
     episode_max_steps: int = 20
     """Online mode: step limit per episode."""
     online_buffer: int = 50000
     """Online mode: replay buffer capacity."""
-    online_warmup: int = 500
+    online_warmup: int = 1024
     """Online mode: transitions collected before the first update."""
-    online_updates_per_step: int = 1
+    online_updates_per_step: int = 4
     """Online mode: gradient steps per environment step."""
+    online_envs: int = 256
+    """Online mode: simulated sessions that run side by side (one batched forward pass per step)."""
+    online_eval_every: int = 2
+    """Online mode: rounds of `online_envs` episodes between greedy evaluations (epsilon 0, fixed sessions)."""
+    online_eval_sessions: int = 256
+    """Online mode: simulated sessions per greedy evaluation (the same seeded sessions every time)."""
+    online_explore_history: float = 0.5
+    """Online mode: share of exploration items drawn from the user's own recent items (the rest uniformly
+    from the catalogue); 0 = the textbook uniform epsilon-greedy."""
 
 
 @dataclass(frozen=True)

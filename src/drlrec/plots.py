@@ -35,25 +35,30 @@ def training_curves(
     path: str | Path,
     title: str,
     eval_metric: str = "valid/ndcg_at_10",
+    x_key: str = "step",
 ) -> Path:
-    """One PNG: each logged per-step series (smoothed) and the validation metric over steps."""
+    """One PNG: each logged series (smoothed) and the evaluation metric against `x_key` (history and
+    evaluations both carry it: `step` = gradient updates, `episodes` in online mode)."""
     plt = _pyplot()
-    series = [k for k in history if k not in ("step",) and len(history[k])]
+    series = [k for k in history if k not in ("step", "episodes") and len(history[k])]
     panels = series + ([eval_metric] if evaluations else [])
     cols = 3
     rows = max(1, -(-len(panels) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    x = np.asarray(history.get("step", range(1, 1 + max((len(v) for v in history.values()), default=0))))
+    x = np.asarray(history.get(x_key, range(1, 1 + max((len(v) for v in history.values()), default=0))))
     for ax, name in zip(axes.flat, panels, strict=False):
         if name == eval_metric:
-            steps = [e["step"] for e in evaluations]
+            steps = [e[x_key] for e in evaluations]
             ax.plot(steps, [e[eval_metric] for e in evaluations], marker="o")
         else:
             values = np.asarray(history[name])
-            ax.plot(x[: len(values)], values, alpha=0.25, lw=0.8)
-            ax.plot(x[: len(values)], smooth(values), lw=1.5)
+            if len(values) >= 100:  # long, noisy per-step series: raw faint, trailing average on top
+                ax.plot(x[: len(values)], values, alpha=0.25, lw=0.8)
+                ax.plot(x[: len(values)], smooth(values), lw=1.5)
+            else:  # a few points (online rounds): the points themselves, no lagging average
+                ax.plot(x[: len(values)], values, lw=1.5, marker=".")
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel(x_key, fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")

@@ -49,7 +49,9 @@ def synth_stage(
         cfg = dataclasses.replace(cfg, **fitted)
     if users is not None:
         cfg = dataclasses.replace(cfg, users=users)
-    table = synth.generate(cfg, seed=params.base.seed if seed is None else seed, progress=params.base.progress)
+    table = synth.generate(
+        cfg, seed=params.base.seed if seed is None else seed, progress=params.base.progress
+    )
     synth.write_csv(table, out_path)
     _say(f"synth: wrote {table.num_rows:,} events for {cfg.users:,} users to {out_path}")
     return out_path
@@ -109,7 +111,11 @@ def validate_stage(params: Params, events_path: str | Path | None = None, out_di
     from drlrec.errors import ValidationFailed
 
     events = Path(events_path or params.paths.events)
-    out = Path(params.paths.validation) if out_dir is None else Path(out_dir) / Path(params.paths.validation).name
+    out = (
+        Path(params.paths.validation)
+        if out_dir is None
+        else Path(out_dir) / Path(params.paths.validation).name
+    )
     result = validate_events(
         events, Path(params.paths.expectations), params.validate, params.ingest, progress=params.base.progress
     )
@@ -192,22 +198,39 @@ def train_stage(params: Params, features_dir: str | Path | None = None, out_dir:
     config = params_to_dict(params)
     key = _fingerprint(config["model"], config["train"], config["base"]["seed"], report)
     checkpoint = Path(params.paths.checkpoints) / "dqn_lstm.pt"
-    if params.train.mode != "offline":
-        from drlrec.errors import ConfigError
-
-        raise ConfigError("train.mode=online runs through `drlrec train --set train.mode=online` once the simulator lands")
-
-    with start_run("train-dqn_lstm", tags={"model": "dqn_lstm", "stage": "train"}) as run:
+    online = params.train.mode == "online"
+    with start_run(f"train-dqn_lstm-{params.train.mode}", tags={"model": "dqn_lstm", "stage": "train", "mode": params.train.mode}) as run:
         run.log_params(config)
-        fit = fit_dqn_lstm(
-            train, valid, n_items, n_categories, params.model, params.train, params.base.seed,
-            checkpoint_path=checkpoint, resume_key=key, track=run.log_metrics, progress=params.base.progress,
-        )
+        if online:
+            from drlrec.rl.envs import simulated_env
+            from drlrec.rl.simulator import fit_simulator_from_features
+            from drlrec.train import fit_dqn_lstm_online
+
+            _say("train (online): fitting the user simulator on the train split")
+            simulator = fit_simulator_from_features(features, params.simulator, params.base.seed)
+            env_cfg = dataclasses.replace(params.env, max_steps=params.train.episode_max_steps, reward=params.train.reward)
+            env = simulated_env(features, simulator, env_cfg, params.featurize)
+            fit = fit_dqn_lstm_online(
+                train, valid, env, n_items, n_categories, params.model, params.train, params.base.seed,
+                track=run.log_metrics, progress=params.base.progress,
+            )
+        else:
+            fit = fit_dqn_lstm(
+                train, valid, n_items, n_categories, params.model, params.train, params.base.seed,
+                checkpoint_path=checkpoint, resume_key=key, track=run.log_metrics, progress=params.base.progress,
+            )
         out.mkdir(parents=True, exist_ok=True)
         fit.model.save(out / "model.pt")
-        curves = training_curves(
-            fit.train.history, fit.train.evaluations, out / "training_curves.png", f"DQN-LSTM ({params.model.variant}, {params.model.head})"
-        )
+        title = f"DQN-LSTM ({params.model.variant}, {params.model.head}, {params.train.mode})"
+        if online:
+            curves = training_curves(
+                fit.train.history, fit.train.evaluations, out / "online_curve.png",
+                f"{title}\nepisode_return / ctr: training episodes, with epsilon exploration; "
+                f"greedy_return: epsilon 0 on the same {params.train.online_eval_sessions} seeded sessions",
+                eval_metric="online/greedy_return", x_key="episodes",
+            )
+        else:
+            curves = training_curves(fit.train.history, fit.train.evaluations, out / "training_curves.png", title)
         meta = {
             "model": "dqn_lstm",
             "n_items": n_items,
@@ -222,19 +245,46 @@ def train_stage(params: Params, features_dir: str | Path | None = None, out_dir:
         metrics = {
             **fit.valid_metrics,
             **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()},
+            "mode": params.train.mode,
             "steps": fit.train.steps_done,
             "best_step": fit.train.best_step,
+            **(
+                {
+                    "online/greedy_return_first": fit.train.evaluations[0]["online/greedy_return"],
+                    "online/greedy_return_last": fit.train.evaluations[-1]["online/greedy_return"],
+                    "online/episodes": fit.train.history["episodes"][-1],
+                }
+                if online and fit.train.evaluations
+                else {}
+            ),
             "stopped_early": fit.train.stopped_early,
         }
-        write_json(params.paths.train_metrics, {"model": "dqn_lstm", "protocol": "next item, full ranking over all items, validation period", **metrics})
-        run.log_metrics({**fit.valid_metrics, **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()}, "train/seconds": fit.seconds})
+        write_json(
+            params.paths.train_metrics,
+            {
+                "model": "dqn_lstm",
+                "protocol": "next item, full ranking over all items, validation period",
+                **metrics,
+            },
+        )
+        run.log_metrics(
+            {
+                **fit.valid_metrics,
+                **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()},
+                "train/seconds": fit.seconds,
+            }
+        )
         run.log_artifact(curves)
         run.log_artifact(out / "meta.json")
         run.log_dict(config, "params.json")
         for name in (ITEM_VOCAB_FILE, CATEGORY_VOCAB_FILE):
             run.log_artifact(features / name, artifact_path="vocab")
-        example = state_batch(valid if valid.num_transitions else train, np.arange(min(4, max(valid.num_transitions, 1))))
-        run.log_torch_model(ScoringModule(fit.model.network, train.seq_len, fit.model.score_with), pack_states(example))
+        example = state_batch(
+            valid if valid.num_transitions else train, np.arange(min(4, max(valid.num_transitions, 1)))
+        )
+        run.log_torch_model(
+            ScoringModule(fit.model.network, train.seq_len, fit.model.score_with), pack_states(example)
+        )
     shutil.rmtree(params.paths.checkpoints, ignore_errors=True)  # finished: nothing to resume
     _say(
         f"train: {fit.train.steps_done} steps in {fit.seconds:.0f}s; valid NDCG@10 {fit.valid_metrics['valid/ndcg_at_10']:.4f} "
@@ -260,7 +310,9 @@ class _EvalInputs:
         self.test = load_split(features, "test")
         n_items = self.data.n_items
         self.item_category = item_category_map([self.data.train, self.data.valid, self.test], n_items)
-        self.item_counts = np.bincount(self.data.train.action_item.astype(np.int64), minlength=n_items)[:n_items]
+        self.item_counts = np.bincount(self.data.train.action_item.astype(np.int64), minlength=n_items)[
+            :n_items
+        ]
 
 
 def _evaluate_one(params: Params, model, name: str, inputs: _EvalInputs):
@@ -297,8 +349,15 @@ def _fit_model(params: Params, name: str, inputs: _EvalInputs, track=None):
 
         d = inputs.data
         fit = fit_dqn_lstm(
-            d.train, d.valid, d.n_items, d.n_categories, params.model, params.train, params.base.seed,
-            track=track, progress=params.base.progress,
+            d.train,
+            d.valid,
+            d.n_items,
+            d.n_categories,
+            params.model,
+            params.train,
+            params.base.seed,
+            track=track,
+            progress=params.base.progress,
         )
         return fit.model
     from drlrec.models.factory import fit_model
@@ -319,12 +378,20 @@ def evaluate_stage(params: Params, model_name: str = "dqn_lstm", features_dir: s
     protocol = protocol_text(params.evaluate, params.base.seed)
     reports = Path(params.paths.reports)
     with start_run(f"evaluate-{model_name}", tags={"model": model_name, "stage": "evaluate"}) as run:
-        model = _trained_dqn_lstm(params) if model_name == "dqn_lstm" else _fit_model(params, model_name, inputs)
+        model = (
+            _trained_dqn_lstm(params) if model_name == "dqn_lstm" else _fit_model(params, model_name, inputs)
+        )
         evaluation = _evaluate_one(params, model, model_name, inputs)
         payload = {"protocol": protocol, **evaluation.to_dict()}
         write_json(params.paths.metrics, payload)
         md = reports / f"metrics_{model_name}.md"
-        write_text(md, f"# {model_name}: test period\n\n" + full_table(evaluation) + "\n" + markdown_table([evaluation], protocol))
+        write_text(
+            md,
+            f"# {model_name}: test period\n\n"
+            + full_table(evaluation)
+            + "\n"
+            + markdown_table([evaluation], protocol),
+        )
         png = metric_bars([evaluation], reports / f"metrics_{model_name}.png")
         run.log_metrics(_flat_metrics(evaluation))
         run.log_dict(payload, "metrics.json")
@@ -388,7 +455,9 @@ def compare_stage(params: Params, models: list[str] | None = None, features_dir:
         table = markdown_table(evaluations, protocol)
         payload = {
             "protocol": protocol,
-            "models": [{**ev.to_dict(), "fit_seconds": round(fit_seconds[ev.model], 2)} for ev in evaluations],
+            "models": [
+                {**ev.to_dict(), "fit_seconds": round(fit_seconds[ev.model], 2)} for ev in evaluations
+            ],
         }
         write_json(params.paths.compare, payload)
         md = Path(params.paths.compare).with_suffix(".md")
@@ -398,3 +467,123 @@ def compare_stage(params: Params, models: list[str] | None = None, features_dir:
             parent.log_artifact(path)
     print(table)
     return evaluations
+
+
+# ---------------------------------------------------------------------------------------------- simulate
+
+
+def recent_items_policy(k: int):
+    """Reference policy for the simulator: the user's k most recent distinct items, newest first."""
+    import numpy as np
+
+    from drlrec.models.base import FIRST_REAL_ITEM
+
+    def policy(states) -> np.ndarray:
+        seq = np.asarray(states.item_seq, dtype=np.int64)[:, ::-1]  # newest first
+        b, n = seq.shape
+        # keep the first occurrence of each item in the row (vectorized: sort by item, mark run starts)
+        order = np.argsort(seq, axis=1, kind="stable")
+        sorted_items = np.take_along_axis(seq, order, axis=1)
+        first = np.ones_like(seq, dtype=bool)
+        first[:, 1:] = sorted_items[:, 1:] != sorted_items[:, :-1]
+        keep = np.zeros_like(first)
+        np.put_along_axis(keep, order, first, axis=1)
+        keep &= seq >= FIRST_REAL_ITEM
+        # stable-compact the kept items to the front, pad with 0 (never acted on)
+        position = np.where(keep, np.arange(n)[None, :], n + np.arange(n)[None, :])
+        compact = np.take_along_axis(np.where(keep, seq, 0), np.argsort(position, axis=1), axis=1)
+        out = np.zeros((b, k), dtype=np.int64)
+        width = min(k, n)
+        out[:, :width] = compact[:, :width]
+        return out
+
+    return policy
+
+
+def simulate_stage(
+    params: Params,
+    features_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    sessions: int = 1000,
+):
+    """Fit the user simulator on the train split, check its calibration on the validation split, and
+    measure reference policies (popularity, the user's recent items, a random list, the trained DQN-LSTM
+    when paths.model holds one) on the same seeded simulated sessions. Writes simulator.npz,
+    calibration.{md,csv,png} and policies.json under paths.simulator; logs them to MLflow."""
+    import dataclasses
+
+    import numpy as np
+
+    from drlrec.atomic import write_json, write_text
+    from drlrec.models.base import FIRST_REAL_ITEM, TrainingData
+    from drlrec.models.popularity import Popularity
+    from drlrec.rl.envs import model_policy, simulate_policy, simulated_env
+    from drlrec.rl.simulator import calibration_markdown, simulator_calibration
+    from drlrec.tracking import start_run
+
+    features = Path(features_dir or params.paths.features)
+    out = Path(out_dir or params.paths.simulator)
+    with start_run("simulate", tags={"stage": "simulate"}) as run:
+        run.log_params(
+            {"simulator": dataclasses.asdict(params.simulator), "env": dataclasses.asdict(params.env)}
+        )
+        simulator, calibration = simulator_calibration(features, params.simulator, params.base.seed, out)
+        env = simulated_env(features, simulator, params.env, params.featurize)
+        data = TrainingData.load(features)
+        k = params.env.k
+        rng = np.random.default_rng(params.base.seed)
+        policies = {
+            "popularity": model_policy(Popularity(data.n_items).fit(data.train.action_item), k),
+            "recent_items": recent_items_policy(k),
+            "random": lambda states: rng.integers(
+                FIRST_REAL_ITEM, data.n_items, size=(len(states.item_seq), k)
+            ),
+        }
+        model_path = Path(params.paths.model) / "model.pt"
+        if model_path.is_file():
+            policies["dqn_lstm"] = model_policy(_trained_dqn_lstm(params), k)
+        results = {}
+        for name, policy in policies.items():
+            results[name] = simulate_policy(env, policy, sessions, seed=params.base.seed).as_dict()
+            run.log_metrics({f"sim/{name}/{m}": v for m, v in results[name].items()})
+        cal = {
+            "auc": calibration.auc,
+            "n_events": calibration.n_events,
+            "negatives": calibration.negatives,
+            "deciles": calibration.table.to_dict(orient="records"),
+            "behavior_given_interaction": calibration.conditional.to_dict(orient="records"),
+        }
+        write_json(
+            out / "policies.json",
+            {
+                "sessions": sessions,
+                "reward": params.env.reward,
+                "k": k,
+                "policies": results,
+                "calibration": cal,
+            },
+        )
+        lines = [
+            "| policy | mean return | CTR | buys / step | mean length | diversity | coverage |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, r in results.items():
+            lines.append(
+                f"| {name} | {r['mean_return']:.3f} | {r['ctr']:.4f} | {r['buys_per_step']:.4f} | {r['mean_length']:.2f} "
+                f"| {r['intra_list_diversity']:.3f} | {r['coverage']:.4f} |"
+            )
+        report = (
+            calibration_markdown(calibration)
+            + f"\n\n## Reference policies ({sessions} simulated sessions, reward {params.env.reward})\n\n"
+            + "\n".join(lines)
+            + "\n"
+        )
+        write_text(out / "simulate.md", report)
+        run.log_metrics({"sim/calibration_auc": calibration.auc})
+        for name in ("simulate.md", "calibration.png", "calibration.csv", "policies.json"):
+            run.log_artifact(out / name)
+    print(report)
+    _say(
+        f"simulate: calibration AUC {calibration.auc:.3f} on {calibration.n_events:,} held-out events -> {out}"
+    )
+    return calibration, results

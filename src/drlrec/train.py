@@ -34,6 +34,7 @@ class TransitionBatch(NamedTuple):
     next_state: StateBatch
     discount: np.ndarray  # [B] float32
     weight: np.ndarray  # [B] float32 importance-sampling weight (1 without prioritized replay)
+    ce_mask: np.ndarray | None = None  # [B] float32: which actions are positives for the CE head (None = all)
 
 
 class TransitionSource(Protocol):
@@ -104,7 +105,14 @@ def dqn_update(
         ce_loss = torch.zeros((), device=device)
         if cfg.ce_weight > 0:
             # SQN: supervised next-item cross-entropy on the same state representation
-            ce_loss = F.cross_entropy(online.ce_logits_of(encoded, candidates).float(), target_index)
+            logits = online.ce_logits_of(encoded, candidates).float()
+            if batch.ce_mask is None:
+                ce_loss = F.cross_entropy(logits, target_index)
+            else:  # online: only items the user acted on are next-item positives (ignored lists are not)
+                mask = torch.as_tensor(batch.ce_mask, dtype=torch.float32, device=device)
+                ce_loss = (
+                    F.cross_entropy(logits, target_index, reduction="none") * mask
+                ).sum() / mask.sum().clamp(min=1.0)
         loss = td_loss + cfg.ce_weight * ce_loss
 
     optimizer.zero_grad(set_to_none=True)
@@ -219,7 +227,11 @@ def train_offline(
     target.eval()
     optimizer = torch.optim.Adam(online.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if (cfg.amp and device.type == "cuda") else None
-    sampler = PrioritizedSampler(len(data), cfg.per_alpha, cfg.per_eps) if cfg.prioritized else UniformSampler(len(data))
+    sampler = (
+        PrioritizedSampler(len(data), cfg.per_alpha, cfg.per_eps)
+        if cfg.prioritized
+        else UniformSampler(len(data))
+    )
     sampler.reset(len(data))
     rng = np.random.default_rng(seed)
     result = TrainResult()
@@ -234,7 +246,10 @@ def train_offline(
         if ckpt.get("resume_key", "") != resume_key:
             import sys
 
-            print(f"train: ignoring {checkpoint_path}: it was written for another config or data", file=sys.stderr)
+            print(
+                f"train: ignoring {checkpoint_path}: it was written for another config or data",
+                file=sys.stderr,
+            )
             ckpt = None
     if ckpt is not None:
         online.load_state_dict(ckpt["online"])
@@ -275,8 +290,14 @@ def train_offline(
             },
         )
 
-    bar = tqdm(range(start, cfg.steps + 1), desc="train (offline)", disable=None if progress else True, leave=False,
-               initial=start - 1, total=cfg.steps)
+    bar = tqdm(
+        range(start, cfg.steps + 1),
+        desc="train (offline)",
+        disable=None if progress else True,
+        leave=False,
+        initial=start - 1,
+        total=cfg.steps,
+    )
     steps_this_call = 0
     for step in bar:
         beta = linear_schedule(cfg.per_beta_start, cfg.per_beta_end, cfg.steps, step)
@@ -297,7 +318,10 @@ def train_offline(
         result.steps_done = step
         if track is not None and (step % 10 == 0 or step == cfg.steps):
             track(metrics, step)
-        bar.set_postfix(loss=f"{update.td_loss + cfg.ce_weight * update.ce_loss:.3f}", reward=f"{metrics['train/batch_reward']:.2f}")
+        bar.set_postfix(
+            loss=f"{update.td_loss + cfg.ce_weight * update.ce_loss:.3f}",
+            reward=f"{metrics['train/batch_reward']:.2f}",
+        )
 
         if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
             scores = evaluate(model)
@@ -326,6 +350,195 @@ def train_offline(
     return result
 
 
+# ---------------------------------------------------------------------------------------------- online
+
+
+def epsilon_greedy_lists(
+    greedy: np.ndarray,
+    epsilon: float,
+    n_items: int,
+    rng: np.random.Generator,
+    history: np.ndarray | None = None,
+    history_share: float = 0.0,
+) -> np.ndarray:
+    """[B, K] lists where each slot of the greedy list is, with probability epsilon, an exploration item
+    instead (slot-wise exploration keeps most of a good list while trying new items).
+
+    An exploration item is, with probability `history_share`, drawn from the user's own recent items
+    (`history` [B, N], padding and unknown ignored: Taobao users re-view a lot, so these are the cheap
+    first discoveries) and otherwise uniformly from the catalogue."""
+    explore = rng.random(greedy.shape) < epsilon
+    candidates = rng.integers(FIRST_REAL_ITEM, n_items, size=greedy.shape)
+    if history is not None and history_share > 0:
+        history = np.asarray(history, dtype=np.int64)
+        real = history >= FIRST_REAL_ITEM  # [B, N]
+        counts = real.sum(axis=1)  # [B]
+        # the j-th real item of each row, j uniform in [0, count): rank real positions with a cumsum
+        pick = (rng.random(greedy.shape) * np.maximum(counts, 1)[:, None]).astype(np.int64)  # [B, K]
+        order = np.cumsum(real, axis=1) - 1  # [B, N] rank of each real position
+        rank_to_pos = np.full(history.shape, 0, dtype=np.int64)
+        rows, cols = np.nonzero(real)
+        rank_to_pos[rows, order[rows, cols]] = cols
+        from_history = history[
+            np.arange(len(history))[:, None], rank_to_pos[np.arange(len(history))[:, None], pick]
+        ]
+        use_history = (rng.random(greedy.shape) < history_share) & (counts > 0)[:, None]
+        candidates = np.where(use_history, from_history, candidates)
+    return np.where(explore, candidates, greedy)
+
+
+def train_online(
+    model: DQNLSTM,
+    env,
+    cfg: TrainConfig,
+    seed: int = 0,
+    track: Tracker | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Double DQN against a SimulatedEnv (drlrec.rl.envs): `cfg.episodes` simulated sessions, run
+    `cfg.online_envs` at a time.
+
+    Each step every running session is shown the model's top-k list with slot-wise epsilon exploration
+    (epsilon decays linearly over the first `epsilon_decay_fraction` of the episodes); the transition
+    (state, item acted on, reward, next state) goes into a replay buffer. When the user ignores the list,
+    the action stored is the list's first item with reward 0 and the state unchanged: the Q-value of what
+    was shown and ignored is pushed down. Only items the user acted on are positives for the CE head.
+    After `online_warmup` transitions, `online_updates_per_step` Double-DQN updates follow every step.
+
+    history: `online/episode_return` (mean undiscounted return of a round's episodes), `online/epsilon`,
+    `online/ctr`; evaluations: `online/greedy_return` etc. of `simulate_policy` with epsilon 0 on the
+    same seeded sessions every `online_eval_every` rounds (learning, not the epsilon schedule, moves it).
+    """
+    from tqdm import tqdm
+
+    from drlrec.errors import ConfigError
+    from drlrec.rl.envs import model_policy, simulate_policy
+    from drlrec.rl.replay import PrioritizedSampler, ReplayBuffer, UniformSampler
+
+    if cfg.n_step != 1:
+        raise ConfigError(f"train.mode=online learns from 1-step transitions (got train.n_step={cfg.n_step})")
+    if cfg.episodes < 1 or cfg.online_envs < 1:
+        raise ConfigError("train.episodes and train.online_envs must be >= 1")
+    core = getattr(env, "unwrapped", env)
+    device = model.device
+    torch.set_num_threads(cfg.threads)
+    _seed_everything(seed)
+    online = model.network
+    target = copy.deepcopy(online)
+    target.eval()
+    optimizer = torch.optim.Adam(online.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if (cfg.amp and device.type == "cuda") else None
+    sampler = (
+        PrioritizedSampler(cfg.online_buffer, cfg.per_alpha, cfg.per_eps)
+        if cfg.prioritized
+        else UniformSampler(cfg.online_buffer)
+    )
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(211,)))
+    k = core.cfg.k
+    n_items = core.n_items
+    buffer: ReplayBuffer | None = None
+    result = TrainResult()
+    decay_episodes = max(1, int(cfg.epsilon_decay_fraction * cfg.episodes))
+    rounds = math.ceil(cfg.episodes / cfg.online_envs)
+    episodes_done = 0
+    updates = 0
+
+    def greedy_evaluation(round_index: int) -> None:
+        sim = simulate_policy(core, model_policy(model, k), cfg.online_eval_sessions, seed=seed + 1)
+        scores = {
+            "online/greedy_return": sim.mean_return,
+            "online/greedy_ctr": sim.ctr,
+            "online/greedy_buys_per_step": sim.buys_per_step,
+            "online/greedy_length": sim.mean_length,
+            "episodes": float(episodes_done),
+            "step": float(updates),
+        }
+        result.evaluations.append(scores)
+        if scores["online/greedy_return"] > result.best_metric:
+            result.best_metric, result.best_step = scores["online/greedy_return"], episodes_done
+        if track is not None:
+            track({k_: v for k_, v in scores.items() if k_.startswith("online/")}, episodes_done)
+
+    greedy_evaluation(0)
+    bar = tqdm(
+        total=cfg.episodes,
+        desc="train (online)",
+        unit="episodes",
+        disable=None if progress else True,
+        leave=False,
+    )
+    for round_index in range(1, rounds + 1):
+        n = min(cfg.online_envs, cfg.episodes - episodes_done)
+        epsilon = linear_schedule(cfg.epsilon_start, cfg.epsilon_end, decay_episodes, episodes_done)
+        session = core.start_batch(n, rng)
+        episode_return = np.zeros(n)
+        shown = clicks = 0
+        losses = []
+        while not session.finished.all():
+            active = ~session.finished
+            states = core.batch_states(session)
+            greedy, _ = model.recommend(states, k)
+            lists = epsilon_greedy_lists(
+                greedy, epsilon, n_items, rng, states.item_seq, cfg.online_explore_history
+            )
+            out = core.step_batch(session, lists, rng)
+            next_states = core.batch_states(session)
+            episode_return += out.reward
+            shown += int(active.sum())
+            clicks += int(out.clicked.sum())
+            rows = np.flatnonzero(active)
+            if buffer is None:
+                buffer = ReplayBuffer(
+                    cfg.online_buffer,
+                    states.item_seq.shape[1],
+                    states.step_features.shape[2],
+                    states.profile.shape[1],
+                )
+            action = np.where(out.clicked, out.item, lists[:, 0])[rows]
+            slots = buffer.add(
+                StateBatch(*(a[rows] for a in states)),
+                action,
+                out.reward[rows],
+                StateBatch(*(a[rows] for a in next_states)),
+                out.terminated[rows].astype(np.float32),
+                positive=out.clicked[rows],
+            )
+            sampler.add(slots)
+            if len(buffer) < max(cfg.online_warmup, cfg.batch_size):
+                continue
+            for _ in range(cfg.online_updates_per_step):
+                updates += 1
+                beta = linear_schedule(cfg.per_beta_start, cfg.per_beta_end, cfg.episodes, episodes_done)
+                sample = sampler.sample(cfg.batch_size, beta, rng)
+                batch = buffer.gather(sample.index, 1, cfg.gamma)._replace(weight=sample.weight)
+                update = dqn_update(online, target, optimizer, batch, cfg, device, scaler)
+                sampler.update(sample.index, update.td_error)
+                update_target(online, target, cfg, updates)
+                losses.append(update.td_loss + cfg.ce_weight * update.ce_loss)
+        episodes_done += n
+        metrics = {
+            "online/episode_return": float(episode_return.mean()),
+            "online/epsilon": epsilon,
+            "online/ctr": clicks / max(shown, 1),
+            "online/loss": float(np.mean(losses)) if losses else float("nan"),
+            "online/buffer": float(len(buffer) if buffer is not None else 0),
+        }
+        result.log(episodes=episodes_done, step=updates, **metrics)
+        result.steps_done = updates
+        if track is not None:
+            track({k_: v for k_, v in metrics.items() if not math.isnan(v)}, episodes_done)
+        bar.update(n)
+        bar.set_postfix(
+            eps=f"{epsilon:.2f}",
+            ret=f"{metrics['online/episode_return']:.2f}",
+            ctr=f"{metrics['online/ctr']:.3f}",
+        )
+        if round_index % cfg.online_eval_every == 0 or round_index == rounds:
+            greedy_evaluation(round_index)
+    bar.close()
+    return result
+
+
 # ---------------------------------------------------------------------------------------------- DQN-LSTM fit
 
 
@@ -338,7 +551,9 @@ class FitResult:
     seconds: float
 
 
-def validation_evaluator(valid, max_events: int, seed: int, ks: tuple[int, ...] = (10, 20)) -> tuple[Evaluator, np.ndarray]:
+def validation_evaluator(
+    valid, max_events: int, seed: int, ks: tuple[int, ...] = (10, 20)
+) -> tuple[Evaluator, np.ndarray]:
     """Next-item full-ranking HR/NDCG on a fixed, seeded subset of validation transitions."""
     from drlrec.evaluate import rank_events, ranking_metrics
     from drlrec.rl.logged import state_batch
@@ -392,6 +607,35 @@ def fit_dqn_lstm(
         progress=progress,
         resume_key=resume_key,
     )
+    valid_metrics = evaluate(model)
+    popularity = Popularity(n_items).fit(train.action_item)
+    return FitResult(model, result, valid_metrics, evaluate(popularity), time.perf_counter() - started)
+
+
+def fit_dqn_lstm_online(
+    train,
+    valid,
+    env,
+    n_items: int,
+    n_categories: int,
+    model_cfg,
+    cfg: TrainConfig,
+    seed: int,
+    track: Tracker | None = None,
+    progress: bool = False,
+) -> FitResult:
+    """Build a DQN-LSTM and train it online against `env` (a SimulatedEnv fitted on `train`), then
+    report the same validation NDCG@10 (and popularity's) as the offline mode, on the logged valid split."""
+    import time
+
+    from drlrec.models.popularity import Popularity
+
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    device = resolve_device(cfg.device)
+    model = DQNLSTM(n_items, n_categories, model_cfg, device=device, score_with="ce" if cfg.ce_weight > 0 else "q")
+    result = train_online(model, env, cfg, seed=seed, track=track, progress=progress)
+    evaluate, _ = validation_evaluator(valid, cfg.eval_max_events, seed)
     valid_metrics = evaluate(model)
     popularity = Popularity(n_items).fit(train.action_item)
     return FitResult(model, result, valid_metrics, evaluate(popularity), time.perf_counter() - started)

@@ -83,3 +83,36 @@ def test_mlflow_run_holds_params_metrics_curves_and_a_reloadable_model(trained) 
     with torch.no_grad():
         reloaded = module(torch.as_tensor(pack_states(states))).numpy()
     np.testing.assert_array_equal(reloaded, fit.model.score(states))
+
+
+def test_online_mode_trains_against_the_simulator_and_logs_its_curve(trained, tmp_path: Path) -> None:
+    """`drlrec train --set train.mode=online`: the simulator is fitted on the train split, the greedy
+    return on fixed simulated sessions rises, and MLflow holds the curve and the online metrics."""
+    from mlflow.tracking import MlflowClient
+
+    base, _, tmp = trained
+    params = load_params(
+        tmp / "params.yaml",
+        [
+            "train.mode=online", "train.episodes=2048", "train.online_updates_per_step=2",
+            f"paths.model={tmp_path / 'online_model'}", f"paths.train_metrics={tmp_path / 'online.json'}",
+        ],
+    )
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+    try:
+        fit = train_stage(params)
+    finally:
+        mp.undo()
+    metrics = json.loads((tmp_path / "online.json").read_text())
+    assert metrics["mode"] == "online" and metrics["online/episodes"] == 2048
+    assert metrics["online/greedy_return_last"] > metrics["online/greedy_return_first"] + 0.1, metrics
+    assert (tmp_path / "online_model" / "online_curve.png").stat().st_size > 10_000
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    run_id = json.loads((tmp_path / "online_model" / "meta.json").read_text())["mlflow_run_id"]
+    run = client.get_run(run_id)
+    assert run.data.params["train.mode"] == "online"
+    assert "online_curve.png" in {a.path for a in client.list_artifacts(run_id)}
+    greedy = [m.value for m in client.get_metric_history(run_id, "online/greedy_return")]
+    assert len(greedy) == len(fit.train.evaluations) and greedy[-1] > greedy[0]
+    assert len(client.get_metric_history(run_id, "online/episode_return")) == 2048 // params.train.online_envs

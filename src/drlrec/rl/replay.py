@@ -162,12 +162,17 @@ class ReplayBuffer:
         self.action = np.zeros(capacity, np.int64)
         self.reward = np.zeros(capacity, np.float32)
         self.done = np.zeros(capacity, np.float32)
+        self.positive = np.ones(capacity, np.float32)
 
     def __len__(self) -> int:
         return self.size
 
-    def add(self, state, action: np.ndarray, reward: np.ndarray, next_state, done: np.ndarray) -> np.ndarray:
-        """Append a batch of transitions (StateBatch-like states); returns the slots written."""
+    def add(
+        self, state, action: np.ndarray, reward: np.ndarray, next_state, done: np.ndarray,
+        positive: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Append a batch of transitions (StateBatch-like states); returns the slots written. `positive`
+        marks actions the user really took (the CE head's targets); default all."""
         n = len(action)
         slots = (self.cursor + np.arange(n)) % self.capacity
         for name, store in self.state.items():
@@ -177,6 +182,7 @@ class ReplayBuffer:
         self.action[slots] = action
         self.reward[slots] = reward
         self.done[slots] = done
+        self.positive[slots] = 1.0 if positive is None else np.asarray(positive, dtype=np.float32)
         self.cursor = int((self.cursor + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
         return slots
@@ -192,4 +198,5 @@ class ReplayBuffer:
             next_state=StateBatch(**{k: v[index] for k, v in self.next_state.items()}),
             discount=(gamma * (1.0 - self.done[index])).astype(np.float32),
             weight=np.ones(len(index), np.float32),
+            ce_mask=self.positive[index],
         )

@@ -1,0 +1,93 @@
+"""Benchmark: full-ranking evaluation of 10k test events over 100k items (prints figures, asserts nothing).
+
+The protocol's inner loop, `drlrec.evaluate.rank_events` (score every item for each state, find the
+target's rank with ties broken by item index) then `ranking_metrics` (HR/NDCG@k, MRR), for:
+
+- the DQN-LSTM (hidden 128, the paper's network; Q-head and supervised head),
+- the popularity baseline (no network: the cost of ranking alone), as the in-process baseline,
+
+plus the bootstrap CIs the reports add (1000 resamples). Target: under 10 s on CPU for the DQN-LSTM.
+
+    python bench/bench_evaluate.py [--events 10000] [--items 100000] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import torch
+
+from drlrec.config import ModelConfig
+from drlrec.evaluate import bootstrap_means, per_event_values, rank_events, ranking_metrics
+from drlrec.models.base import StateBatch
+from drlrec.models.dqn_lstm import DQNLSTM
+from drlrec.models.popularity import Popularity
+
+
+def random_states(n: int, n_items: int, n_cats: int, seq_len: int, rng: np.random.Generator) -> StateBatch:
+    # Zipf-like item draws, as in a real log (the rank computation does not depend on it, the scores do)
+    items = np.minimum((rng.pareto(1.2, (n, seq_len)) * 50).astype(np.int64) + 2, n_items - 1)
+    return StateBatch(
+        item_seq=items,
+        category_seq=rng.integers(2, n_cats, (n, seq_len)),
+        behavior_seq=rng.integers(1, 5, (n, seq_len)),
+        step_features=rng.random((n, seq_len, 20), dtype=np.float32),
+        profile=rng.random((n, 10), dtype=np.float32),
+    )
+
+
+def timed(label: str, fn) -> tuple[float, object]:
+    started = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - started
+    return seconds, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000, help="test events to rank (default: %(default)s)")
+    parser.add_argument("--items", type=int, default=100_000, help="catalogue size (default: %(default)s)")
+    parser.add_argument("--categories", type=int, default=5_000, help="categories (default: %(default)s)")
+    parser.add_argument("--seq-len", type=int, default=10, help="state length N (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=512, help="states scored per batch (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    states = random_states(args.events, args.items, args.categories, args.seq_len, rng)
+    targets = np.minimum((rng.pareto(1.2, args.events) * 50).astype(np.int64) + 2, args.items - 1)
+    print(
+        f"full-ranking evaluation: {args.events:,} events x {args.items:,} items, N={args.seq_len}, "
+        f"batch {args.batch}, {args.threads} CPU threads, torch {torch.__version__}"
+    )
+
+    popularity = Popularity(args.items).fit(rng.integers(2, args.items, 1_000_000))
+    rank_events(popularity, states.slice(0, min(512, args.events)), targets[:512])  # warm-up
+    pop_s, pop_ranked = timed("popularity", lambda: rank_events(popularity, states, targets, batch_size=args.batch))
+    rows = [("popularity (ranking only)", pop_s)]
+
+    for score_with in ("q", "ce"):
+        model = DQNLSTM(args.items, args.categories, ModelConfig(), device="cpu", score_with=score_with)
+        rank_events(model, states.slice(0, min(512, args.events)), targets[:512], batch_size=args.batch)  # warm-up
+        seconds, ranked = timed(score_with, lambda m=model: rank_events(m, states, targets, batch_size=args.batch))
+        rows.append((f"dqn_lstm ({'Q-head' if score_with == 'q' else 'supervised head'})", seconds))
+        metrics_s, _ = timed("metrics", lambda r=ranked: ranking_metrics(r.ranks, (5, 10, 20, 50)))
+
+    names, values = per_event_values(pop_ranked.ranks, (5, 10, 20, 50))
+    boot_s, _ = timed("bootstrap", lambda: bootstrap_means(values, 1000, seed=42))
+
+    print(f"{'scorer':34s} {'seconds':>8s} {'events/s':>10s} {'x popularity':>13s}")
+    for name, seconds in rows:
+        print(f"{name:34s} {seconds:8.2f} {args.events / seconds:10,.0f} {seconds / pop_s:13.2f}")
+    print(f"HR/NDCG/MRR from the ranks: {metrics_s * 1000:.1f} ms; 1000-resample bootstrap of {len(names)} metrics: {boot_s:.2f} s")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak_mb:,.0f} MB; target: DQN-LSTM under 10 s for 10k events x 100k items on CPU")
+
+
+if __name__ == "__main__":
+    main()
