@@ -136,8 +136,9 @@ class IngestConfig:
     """First valid timestamp (inclusive), Unix seconds. Default 2017-11-25 00:00 UTC+8."""
     window_end: int = TAOBAO_WINDOW_END
     """End of the valid window (exclusive), Unix seconds. Default 2017-12-04 00:00 UTC+8."""
-    block_size_mb: int = 16
-    """Bytes of CSV parsed per Arrow record batch; peak memory scales with this, not with the file."""
+    block_size_mb: int = 8
+    """Bytes of CSV parsed per Arrow record batch. Peak memory scales with this, since Arrow also reads
+    blocks ahead of the parser (bench/bench_ingest.py prints peak RSS by file size)."""
     bucket_rows: int = 4_000_000
     """Most rows sorted in memory at once; larger inputs are range-partitioned by user on disk first."""
     compression: str = "zstd"

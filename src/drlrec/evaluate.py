@@ -28,19 +28,27 @@ def target_ranks(scores, targets: np.ndarray, exclude: np.ndarray | None = None)
     """
     import torch
 
-    s = torch.nan_to_num(torch.as_tensor(scores, dtype=torch.float32), nan=-np.inf)  # [B, n_items] copy
+    s = torch.as_tensor(scores, dtype=torch.float32)  # no copy when the model already returns float32
+    if torch.isnan(s).any():
+        s = torch.nan_to_num(s, nan=-np.inf)
+    elif exclude is not None:
+        s = s.clone()  # never write into the caller's scores
     batch, n_items = s.shape
     t = torch.as_tensor(np.asarray(targets, dtype=np.int64))  # [B]
-    s[:, :FIRST_REAL_ITEM] = -np.inf
     if exclude is not None:
         s[torch.as_tensor(exclude)] = -np.inf
     rankable = (t >= FIRST_REAL_ITEM) & (t < n_items)
-    safe_t = torch.where(rankable, t, torch.zeros_like(t))
+    safe_t = torch.where(rankable, t, torch.full_like(t, FIRST_REAL_ITEM))
     target_score = s.gather(1, safe_t[:, None])  # [B, 1]
     rankable &= torch.isfinite(target_score[:, 0])
-    above = (s > target_score).sum(dim=1)
-    index = torch.arange(n_items)[None, :]
-    tied_below = ((s == target_score) & (index < safe_t[:, None])).sum(dim=1)
+    real = s[:, FIRST_REAL_ITEM:]  # a view: padding and unknown never rank
+    above = (real > target_score).sum(dim=1)
+    equal = real == target_score  # [B, n_items - FIRST_REAL_ITEM], the target itself included
+    tied_below = torch.zeros_like(above)
+    tied_rows = torch.nonzero(equal.sum(dim=1) > 1).flatten()  # rows with a tie: rare for learned scores
+    if len(tied_rows):
+        index = torch.arange(FIRST_REAL_ITEM, n_items)[None, :]
+        tied_below[tied_rows] = (equal[tied_rows] & (index < safe_t[tied_rows, None])).sum(dim=1)
     ranks = (1 + above + tied_below).numpy().astype(np.int64)
     return np.where(rankable.numpy(), ranks, UNRANKABLE)
 
