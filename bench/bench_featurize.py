@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,10 @@ params = dataclasses.replace(params, base=dataclasses.replace(params.base, progr
                              featurize=dataclasses.replace(params.featurize, seq_len=seq_len))
 t0 = time.perf_counter()
 report = featurize_stage(params, events_path=events, out_dir=out)
-print(json.dumps({"events": report["events"], "seconds": time.perf_counter() - t0}))
+seconds = time.perf_counter() - t0
+# VmHWM: this process's own peak RSS (ru_maxrss would also count the parent's RSS at fork time)
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"events": report["events"], "seconds": seconds, "peak_rss_mb": hwm / 1024}))
 """
 
 
@@ -78,7 +80,6 @@ def run(n_events: int, seq_len: int, folder: Path, seed: int) -> dict:
     t0 = time.perf_counter()
     source = make_events(n_events, events, seed)
     generate_seconds = time.perf_counter() - t0
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(events), str(folder / f"features-{n_events}"), str(seq_len)],
         capture_output=True,
@@ -86,7 +87,6 @@ def run(n_events: int, seq_len: int, folder: Path, seed: int) -> dict:
     )
     if proc.returncode != 0:
         raise SystemExit(f"featurize failed at {n_events:,} events:\n{proc.stderr}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
     out_mb = sum(p.stat().st_size for p in (folder / f"features-{n_events}").iterdir()) / 2**20
     return {
@@ -96,8 +96,7 @@ def run(n_events: int, seq_len: int, folder: Path, seed: int) -> dict:
         "generate_s": round(generate_seconds, 1),
         "featurize_s": round(measured["seconds"], 2),
         "events_per_s": round(measured["events"] / measured["seconds"]),
-        # ru_maxrss of children is the max over every child so far: only a new maximum is this child's own
-        "peak_rss_mb": round(peak_kb / 1024) if peak_kb > before else None,
+        "peak_rss_mb": round(measured["peak_rss_mb"]),
         "output_mb": round(out_mb, 1),
     }
 

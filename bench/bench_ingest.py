@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 kind, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
 t0 = time.perf_counter()
 if kind == "pandas":
@@ -37,7 +37,10 @@ else:
     r = ingest_file(path, out + "/events.parquet", out + "/quarantine.parquet", out + "/report.json", IngestConfig())
     rows = r.rows_read
 seconds = time.perf_counter() - t0
-print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM: this process's own peak RSS (ru_maxrss would also count the parent's RSS at fork time,
+# and the parent holds the generated rows)
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mb": hwm / 1024}))
 """
 
 
