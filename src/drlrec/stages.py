@@ -225,7 +225,7 @@ def train_stage(params: Params, features_dir: str | Path | None = None, out_dir:
         if online:
             curves = training_curves(
                 fit.train.history, fit.train.evaluations, out / "online_curve.png",
-                f"{title}\nepisode_return / ctr: training episodes, with epsilon exploration; "
+                f"{title}\nepisode_reward / ctr: training episodes, with epsilon exploration; "
                 f"greedy_return: epsilon 0 on the same {params.train.online_eval_sessions} seeded sessions",
                 eval_metric="online/greedy_return", x_key="episodes",
             )

@@ -405,8 +405,8 @@ def train_online(
     was shown and ignored is pushed down. Only items the user acted on are positives for the CE head.
     After `online_warmup` transitions, `online_updates_per_step` Double-DQN updates follow every step.
 
-    history: `online/episode_return` (mean undiscounted return of a round's episodes), `online/epsilon`,
-    `online/ctr`; evaluations: `online/greedy_return` etc. of `simulate_policy` with epsilon 0 on the
+    history: `train/episode_reward` (mean undiscounted return of a round's episodes), `train/epsilon`,
+    `train/ctr`; evaluations: `online/greedy_return` etc. of `simulate_policy` with epsilon 0 on the
     same seeded sessions every `online_eval_every` rounds (learning, not the epsilon schedule, moves it).
     """
     from tqdm import tqdm
@@ -517,11 +517,11 @@ def train_online(
                 losses.append(update.td_loss + cfg.ce_weight * update.ce_loss)
         episodes_done += n
         metrics = {
-            "online/episode_return": float(episode_return.mean()),
-            "online/epsilon": epsilon,
-            "online/ctr": clicks / max(shown, 1),
-            "online/loss": float(np.mean(losses)) if losses else float("nan"),
-            "online/buffer": float(len(buffer) if buffer is not None else 0),
+            "train/episode_reward": float(episode_return.mean()),
+            "train/epsilon": epsilon,
+            "train/ctr": clicks / max(shown, 1),
+            "train/loss": float(np.mean(losses)) if losses else float("nan"),
+            "train/buffer": float(len(buffer) if buffer is not None else 0),
         }
         result.log(episodes=episodes_done, step=updates, **metrics)
         result.steps_done = updates
@@ -529,9 +529,10 @@ def train_online(
             track({k_: v for k_, v in metrics.items() if not math.isnan(v)}, episodes_done)
         bar.update(n)
         bar.set_postfix(
+            loss=f"{metrics['train/loss']:.3f}",
             eps=f"{epsilon:.2f}",
-            ret=f"{metrics['online/episode_return']:.2f}",
-            ctr=f"{metrics['online/ctr']:.3f}",
+            ret=f"{metrics['train/episode_reward']:.2f}",
+            ctr=f"{metrics['train/ctr']:.3f}",
         )
         if round_index % cfg.online_eval_every == 0 or round_index == rounds:
             greedy_evaluation(round_index)

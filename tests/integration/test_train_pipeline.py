@@ -115,4 +115,4 @@ def test_online_mode_trains_against_the_simulator_and_logs_its_curve(trained, tm
     assert "online_curve.png" in {a.path for a in client.list_artifacts(run_id)}
     greedy = [m.value for m in client.get_metric_history(run_id, "online/greedy_return")]
     assert len(greedy) == len(fit.train.evaluations) and greedy[-1] > greedy[0]
-    assert len(client.get_metric_history(run_id, "online/episode_return")) == 2048 // params.train.online_envs
+    assert len(client.get_metric_history(run_id, "train/episode_reward")) == 2048 // params.train.online_envs

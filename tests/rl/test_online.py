@@ -48,8 +48,8 @@ def test_online_training_raises_the_greedy_episode_return(featurized, simulator)
     assert result.history["episodes"][-1] == ONLINE.episodes
     assert greedy[-1] > greedy[0] + 0.3, greedy
     assert np.mean(greedy[-3:]) > 2 * np.mean(greedy[:3]), greedy
-    assert result.steps_done > 0 and result.history["online/epsilon"][-1] < result.history["online/epsilon"][0]
-    assert any("online/greedy_return" in m for _, m in tracked) and any("online/episode_return" in m for _, m in tracked)
+    assert result.steps_done > 0 and result.history["train/epsilon"][-1] < result.history["train/epsilon"][0]
+    assert any("online/greedy_return" in m for _, m in tracked) and any("train/episode_reward" in m for _, m in tracked)
 
 
 def test_epsilon_greedy_lists_explore_from_history_or_catalogue() -> None:
