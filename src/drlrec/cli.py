@@ -76,7 +76,12 @@ def cmd_featurize(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from drlrec.stages import train_stage
 
-    train_stage(_load(args), features_dir=args.features, out_dir=args.out)
+    if args.model == "dqn_lstm":
+        train_stage(_load(args), features_dir=args.features, out_dir=args.out)
+    else:
+        from drlrec.stages import train_baseline_stage
+
+        train_baseline_stage(_load(args), args.model, features_dir=args.features, out_dir=args.out)
     return 0
 
 
@@ -212,12 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
         "network, prioritized replay and the optional supervised next-item head, with early stopping\n"
         "on validation NDCG@10. Writes the model folder and train_metrics.json and logs params,\n"
         "metrics, curves and the model to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).\n"
-        "A killed run started again resumes from its last checkpoint (paths.checkpoints).",
+        "A killed run started again resumes from its last checkpoint (paths.checkpoints).\n"
+        "--set train.mode=online trains against the user simulator instead (train.episodes sessions;\n"
+        "the learning curve is online_curve.png). --model NAME fits a comparison model instead\n"
+        "(popularity, item_knn, gru4rec, sasrec, drr, tabular_q, ...) into artifacts/models/NAME.",
     )
+    p.add_argument("--model", default="dqn_lstm", metavar="NAME", help="model to train (default: %(default)s)")
     p.add_argument(
         "--features", type=Path, default=None, help="featurize output folder (default: paths.features)"
     )
-    p.add_argument("--out", type=Path, default=None, help="model folder (default: paths.model)")
+    p.add_argument("--out", type=Path, default=None, help="model folder (default: paths.model; artifacts/models/NAME for --model)")
     p = add(
         "evaluate",
         cmd_evaluate,

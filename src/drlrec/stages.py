@@ -293,6 +293,40 @@ def train_stage(params: Params, features_dir: str | Path | None = None, out_dir:
     return fit
 
 
+def train_baseline_stage(params: Params, name: str, features_dir: str | Path | None = None, out_dir: str | Path | None = None):
+    """`drlrec train --model NAME` for a comparison model: fit it on the train split with its budget from
+    params (baselines:), save it to DIR (default: artifacts/models/NAME; `load_model` reads it back),
+    write DIR/train_metrics.json with the same validation NDCG@10 as the DQN-LSTM's, log to MLflow."""
+    import dataclasses
+    import time
+
+    from drlrec.atomic import write_json
+    from drlrec.errors import ConfigError
+    from drlrec.models.base import TrainingData
+    from drlrec.models.factory import MODELS, fit_model
+    from drlrec.tracking import start_run
+    from drlrec.train import validation_evaluator
+
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
+    features = Path(features_dir or params.paths.features)
+    out = Path(out_dir or Path(params.paths.artifacts) / "models" / name)
+    data = TrainingData.load(features)
+    with start_run(f"train-{name}", tags={"model": name, "stage": "train"}) as run:
+        run.log_params({"model": name, "baselines": dataclasses.asdict(params.baselines), "base.seed": params.base.seed})
+        started = time.perf_counter()
+        model = fit_model(name, data, params, progress=params.base.progress)
+        seconds = time.perf_counter() - started
+        evaluate, _ = validation_evaluator(data.valid, params.train.eval_max_events, params.base.seed)
+        metrics = evaluate(model)
+        model.save(out)
+        write_json(out / "train_metrics.json", {"model": name, "protocol": "next item, full ranking over all items, validation period", **metrics, "fit_seconds": round(seconds, 2)})
+        run.log_metrics({**metrics, "train/seconds": seconds})
+        run.log_artifact(out / "train_metrics.json")
+    _say(f"train: {name} fitted in {seconds:.0f}s; valid NDCG@10 {metrics['valid/ndcg_at_10']:.4f}; MLflow run {run.run_id} -> {out}")
+    return model, metrics
+
+
 # ---------------------------------------------------------------------------------------------- evaluate
 
 
