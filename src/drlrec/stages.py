@@ -506,34 +506,6 @@ def compare_stage(params: Params, models: list[str] | None = None, features_dir:
 # ---------------------------------------------------------------------------------------------- simulate
 
 
-def recent_items_policy(k: int):
-    """Reference policy for the simulator: the user's k most recent distinct items, newest first."""
-    import numpy as np
-
-    from drlrec.models.base import FIRST_REAL_ITEM
-
-    def policy(states) -> np.ndarray:
-        seq = np.asarray(states.item_seq, dtype=np.int64)[:, ::-1]  # newest first
-        b, n = seq.shape
-        # keep the first occurrence of each item in the row (vectorized: sort by item, mark run starts)
-        order = np.argsort(seq, axis=1, kind="stable")
-        sorted_items = np.take_along_axis(seq, order, axis=1)
-        first = np.ones_like(seq, dtype=bool)
-        first[:, 1:] = sorted_items[:, 1:] != sorted_items[:, :-1]
-        keep = np.zeros_like(first)
-        np.put_along_axis(keep, order, first, axis=1)
-        keep &= seq >= FIRST_REAL_ITEM
-        # stable-compact the kept items to the front, pad with 0 (never acted on)
-        position = np.where(keep, np.arange(n)[None, :], n + np.arange(n)[None, :])
-        compact = np.take_along_axis(np.where(keep, seq, 0), np.argsort(position, axis=1), axis=1)
-        out = np.zeros((b, k), dtype=np.int64)
-        width = min(k, n)
-        out[:, :width] = compact[:, :width]
-        return out
-
-    return policy
-
-
 def simulate_stage(
     params: Params,
     features_dir: str | Path | None = None,
@@ -551,7 +523,7 @@ def simulate_stage(
     from drlrec.atomic import write_json, write_text
     from drlrec.models.base import FIRST_REAL_ITEM, TrainingData
     from drlrec.models.popularity import Popularity
-    from drlrec.rl.envs import model_policy, simulate_policy, simulated_env
+    from drlrec.rl.envs import model_policy, recent_items_policy, simulate_policy, simulated_env
     from drlrec.rl.simulator import calibration_markdown, simulator_calibration
     from drlrec.tracking import start_run
 

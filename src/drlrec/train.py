@@ -198,6 +198,23 @@ def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+def _learner(model: DQNLSTM, cfg: TrainConfig, seed: int, capacity: int):
+    """What both training modes start from: threads and seeds set, the online network and its target
+    copy, Adam, the AMP grad scaler (CUDA only), and a prioritized or uniform sampler over `capacity`
+    slots."""
+    torch.set_num_threads(cfg.threads)
+    _seed_everything(seed)
+    online = model.network
+    target = copy.deepcopy(online)
+    target.eval()
+    optimizer = torch.optim.Adam(online.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if (cfg.amp and model.device.type == "cuda") else None
+    sampler = (
+        PrioritizedSampler(capacity, cfg.per_alpha, cfg.per_eps) if cfg.prioritized else UniformSampler(capacity)
+    )
+    return online, target, optimizer, scaler, sampler
+
+
 def train_offline(
     model: DQNLSTM,
     data: TransitionSource,
@@ -220,18 +237,7 @@ def train_offline(
     from tqdm import tqdm
 
     device = model.device
-    torch.set_num_threads(cfg.threads)
-    _seed_everything(seed)
-    online = model.network
-    target = copy.deepcopy(online)
-    target.eval()
-    optimizer = torch.optim.Adam(online.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if (cfg.amp and device.type == "cuda") else None
-    sampler = (
-        PrioritizedSampler(len(data), cfg.per_alpha, cfg.per_eps)
-        if cfg.prioritized
-        else UniformSampler(len(data))
-    )
+    online, target, optimizer, scaler, sampler = _learner(model, cfg, seed, len(data))
     sampler.reset(len(data))
     rng = np.random.default_rng(seed)
     result = TrainResult()
@@ -413,7 +419,7 @@ def train_online(
 
     from drlrec.errors import ConfigError
     from drlrec.rl.envs import model_policy, simulate_policy
-    from drlrec.rl.replay import PrioritizedSampler, ReplayBuffer, UniformSampler
+    from drlrec.rl.replay import ReplayBuffer
 
     if cfg.n_step != 1:
         raise ConfigError(f"train.mode=online learns from 1-step transitions (got train.n_step={cfg.n_step})")
@@ -421,18 +427,7 @@ def train_online(
         raise ConfigError("train.episodes and train.online_envs must be >= 1")
     core = getattr(env, "unwrapped", env)
     device = model.device
-    torch.set_num_threads(cfg.threads)
-    _seed_everything(seed)
-    online = model.network
-    target = copy.deepcopy(online)
-    target.eval()
-    optimizer = torch.optim.Adam(online.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if (cfg.amp and device.type == "cuda") else None
-    sampler = (
-        PrioritizedSampler(cfg.online_buffer, cfg.per_alpha, cfg.per_eps)
-        if cfg.prioritized
-        else UniformSampler(cfg.online_buffer)
-    )
+    online, target, optimizer, scaler, sampler = _learner(model, cfg, seed, cfg.online_buffer)
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(211,)))
     k = core.cfg.k
     n_items = core.n_items

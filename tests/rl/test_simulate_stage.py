@@ -10,7 +10,8 @@ import pytest
 
 from drlrec.config import load_params
 from drlrec.models.base import StateBatch
-from drlrec.stages import recent_items_policy, simulate_stage
+from drlrec.rl.envs import recent_items_policy
+from drlrec.stages import simulate_stage
 
 
 def test_recent_items_policy_newest_first_distinct_real_items() -> None:

@@ -17,7 +17,6 @@ transitions in `fit_simulated` (the online hook), where Gaussian exploration noi
 from __future__ import annotations
 
 import copy
-import dataclasses
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -327,14 +326,9 @@ class DRR(Recommender):
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> DRR:
-        from drlrec.models.persistence import baselines_from_dict, load_weights, read_meta
+        from drlrec.models.persistence import rebuild_torch_model
 
-        meta = read_meta(path)
-        cfg = baselines_from_dict(meta.get("config"))
-        if device is not None:
-            cfg = dataclasses.replace(cfg, device=device)
-        model = cls(int(meta["n_items"]), int(meta["n_categories"]), cfg, seed=int(meta.get("seed", 0)))
-        weights = load_weights(path)
+        model, weights = rebuild_torch_model(cls, path, device)
         model.actor.load_state_dict(weights["actor"])
         model.critic.load_state_dict(weights["critic"])
         return model

@@ -185,16 +185,10 @@ class SequenceRecommender(Recommender):
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> SequenceRecommender:
         """Rebuild from a saved folder (on `device`, default the saved config's)."""
-        import dataclasses
+        from drlrec.models.persistence import rebuild_torch_model
 
-        from drlrec.models.persistence import baselines_from_dict, load_weights, read_meta
-
-        meta = read_meta(path)
-        cfg = baselines_from_dict(meta.get("config"))
-        if device is not None:
-            cfg = dataclasses.replace(cfg, device=device)
-        model = cls(int(meta["n_items"]), int(meta["n_categories"]), cfg, seed=int(meta.get("seed", 0)))
-        model.network.load_state_dict(load_weights(path)["network"])
+        model, weights = rebuild_torch_model(cls, path, device)
+        model.network.load_state_dict(weights["network"])
         return model
 
 

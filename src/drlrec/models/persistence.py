@@ -72,3 +72,14 @@ def load_weights(path: str | Path) -> dict[str, dict[str, Any]]:
     import torch
 
     return torch.load(Path(path) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+
+
+def rebuild_torch_model(cls: Any, path: str | Path, device: str | None = None) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """A torch baseline `cls(n_items, n_categories, cfg, seed=...)` rebuilt from the folder's meta.json
+    (on `device`, default the saved config's), and its saved state_dicts by module name to load."""
+    meta = read_meta(path)
+    cfg = baselines_from_dict(meta.get("config"))
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=device)
+    model = cls(int(meta["n_items"]), int(meta["n_categories"]), cfg, seed=int(meta.get("seed", 0)))
+    return model, load_weights(path)

@@ -14,6 +14,7 @@ stacks observations into the StateBatch every model scores. Action: the recommen
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,7 +203,7 @@ def _check_config(cfg: EnvConfig) -> None:
         raise ConfigError(f"env.step_seconds must be >= 0 (got {cfg.step_seconds})")
 
 
-class _SessionEnv(gym.Env):
+class _SessionEnv(gym.Env, abc.ABC):
     """The gymnasium face of a vectorized session core (B = 1, randomness from `self.np_random`)."""
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -216,15 +217,18 @@ class _SessionEnv(gym.Env):
         self.action_space = spaces.MultiDiscrete(np.full(self.cfg.k, n_items, dtype=np.int64))
         self._session: SessionBatch | None = None
 
-    # the vectorized core every subclass provides
+    # the vectorized core every subclass provides (LogReplayEnv, SimulatedEnv)
+    @abc.abstractmethod
     def start_batch(self, n: int, rng: np.random.Generator, index: np.ndarray | None = None) -> SessionBatch:
-        raise NotImplementedError
+        """Start `n` sessions (from the logged states at `index`, default drawn with `rng`)."""
 
+    @abc.abstractmethod
     def batch_states(self, session: SessionBatch) -> StateBatch:
-        raise NotImplementedError
+        """The current state of every session in the batch."""
 
+    @abc.abstractmethod
     def step_batch(self, session: SessionBatch, items: np.ndarray, rng: np.random.Generator) -> StepOutcome:
-        raise NotImplementedError
+        """Show each running session its list `items` [B, K]; advance the sessions in place."""
 
     def _check_items(self, items: np.ndarray, batch: int) -> np.ndarray:
         items = np.asarray(items, dtype=np.int64)
@@ -508,6 +512,30 @@ def simulate_policy(
 def model_policy(model: Any, k: int) -> PolicyFn:
     """A policy_fn from any Recommender: its top-k list for each state."""
     return lambda states: model.recommend(states, k)[0]
+
+
+def recent_items_policy(k: int):
+    """Reference policy for the simulator: the user's k most recent distinct items, newest first."""
+    def policy(states) -> np.ndarray:
+        seq = np.asarray(states.item_seq, dtype=np.int64)[:, ::-1]  # newest first
+        b, n = seq.shape
+        # keep the first occurrence of each item in the row (vectorized: sort by item, mark run starts)
+        order = np.argsort(seq, axis=1, kind="stable")
+        sorted_items = np.take_along_axis(seq, order, axis=1)
+        first = np.ones_like(seq, dtype=bool)
+        first[:, 1:] = sorted_items[:, 1:] != sorted_items[:, :-1]
+        keep = np.zeros_like(first)
+        np.put_along_axis(keep, order, first, axis=1)
+        keep &= seq >= FIRST_REAL_ITEM
+        # stable-compact the kept items to the front, pad with 0 (never acted on)
+        position = np.where(keep, np.arange(n)[None, :], n + np.arange(n)[None, :])
+        compact = np.take_along_axis(np.where(keep, seq, 0), np.argsort(position, axis=1), axis=1)
+        out = np.zeros((b, k), dtype=np.int64)
+        width = min(k, n)
+        out[:, :width] = compact[:, :width]
+        return out
+
+    return policy
 
 
 # ------------------------------------------------------------------------------------------- factories
