@@ -579,6 +579,37 @@ class EnvConfig:
 
 
 @dataclass(frozen=True)
+class RegisterConfig:
+    """register: the MLflow Model Registry gate that decides whether a new DQN-LSTM becomes @champion."""
+
+    model_name: str = "drlrec"
+    """Registered model name in MLflow."""
+    metric: str = "next_item/ndcg_at_10"
+    """Gate metric, `group/metric` from the evaluate stage's metrics.json (higher is better)."""
+    margin: float = 0.0
+    """The challenger must beat the champion by at least this much (absolute) on the gate metric."""
+    reevaluate_champion: bool = True
+    """When the champion was evaluated on another split (new data), score it again on the challenger's
+    split before comparing; false compares with the champion's recorded figure."""
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """flow: the Prefect training flow and its deployment."""
+
+    deployment: str = "drlrec-training"
+    """Name of the training deployment `drlrec deploy` serves."""
+    cron: str = "0 3 * * *"
+    """Cron schedule of the training deployment (server time zone)."""
+    timezone: str = "UTC"
+    """Time zone of the cron schedule."""
+    io_retries: int = 2
+    """Retries of the I/O tasks (ingest, validate, register); compute tasks never retry."""
+    io_retry_delay_seconds: int = 5
+    """Seconds between those retries."""
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -594,6 +625,8 @@ class Params:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -21,3 +21,7 @@ class ValidationFailed(DrlrecError):
     """The data failed its expectation suite (exit 1, like a failed check)."""
 
     exit_code = 1
+
+
+class RegistryError(DrlrecError):
+    """The model registry has no such model, version or alias, or cannot be reached."""
