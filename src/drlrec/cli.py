@@ -107,6 +107,73 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    from drlrec.stages import register_stage
+
+    register_stage(_load(args))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from drlrec.registry import promote
+
+    params = _load(args)
+    result = promote(args.version, name=params.register.model_name)
+    print(f"promote: {result['model_name']}@champion -> version {result['champion']} (was {result['previous']})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from drlrec.registry import rollback
+
+    params = _load(args)
+    result = rollback(name=params.register.model_name)
+    print(f"rollback: {result['model_name']}@champion -> version {result['champion']} (was {result['from']})")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from drlrec.registry import describe
+
+    params = _load(args)
+    rows = describe(name=params.register.model_name)
+    print(f"{'version':>7}  {'aliases':<22} {'metric':<22} {'value':>9}  promoted  reason")
+    for r in rows:
+        value = "-" if r["value"] is None else f"{float(r['value']):.4f}"
+        print(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<22} {r['metric']:<22} {value:>9}  "
+              f"{str(r['promoted']):<8}  {r['reason']}")
+    return 0
+
+
+def cmd_flow(args: argparse.Namespace) -> int:
+    _load(args)  # a bad params file or override fails here with one line, before Prefect starts
+    from flows.training_flow import training_flow
+
+    state = training_flow(args.params, args.overrides, return_state=True)
+    if not state.is_completed():
+        print(f"drlrec: error: training flow {state.name}: {state.message}", file=sys.stderr)
+        return 1
+    from drlrec.stages import summary_stage
+
+    summary_stage(_load(args))
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    _load(args)
+    from flows.deploy import serve_deployments
+
+    serve_deployments(args.params, args.overrides, run_now=args.run_now)
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from drlrec.stages import summary_stage
+
+    summary_stage(_load(args))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -279,6 +346,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sessions", type=int, default=1000, help="simulated sessions per policy (default: %(default)s)"
     )
+    add(
+        "register",
+        cmd_register,
+        "register the trained DQN-LSTM in MLflow (@challenger); the gate decides on @champion",
+        "Bundle the trained model (paths.model) with its vocabularies and statistics (paths.features),\n"
+        "register it as a new version of the MLflow registered model register.model_name with the alias\n"
+        "@challenger and tags (DVC data hash, git commit, params hash, metrics). The gate makes it\n"
+        "@champion only if there is no champion yet or it beats the champion on register.metric by at\n"
+        "least register.margin on the same evaluation split (a champion evaluated on other data is\n"
+        "scored again on the challenger's split). The decision is written to paths.registry.",
+    )
+    p = add("promote", cmd_promote, "make a registered version @champion by hand (bypasses the gate)")
+    p.add_argument("--version", required=True, metavar="N", help="registry version to promote")
+    add("rollback", cmd_rollback, "return @champion to the version that was champion before it")
+    add("models", cmd_models, "list the registered versions with their aliases and gate decisions")
+    add(
+        "flow",
+        cmd_flow,
+        "run the Prefect training flow once: ingest -> validate -> featurize -> train -> evaluate -> register",
+        "Run the training flow now, as Prefect tasks (PREFECT_API_URL when set, else Prefect's\n"
+        "ephemeral local API). The flow run, its task runs and its artifacts (metrics table, MLflow run,\n"
+        "validation result, gate decision) show in the Prefect UI when a server is used.",
+    )
+    p = add(
+        "deploy",
+        cmd_deploy,
+        "serve the training flow as a Prefect deployment on the cron schedule from params (flow.cron)",
+        "Create the deployment flow.deployment of the training flow with the cron schedule flow.cron\n"
+        "(and the monitoring deployment when flows/monitoring_flow.py provides one) and serve them\n"
+        "until interrupted (Ctrl-C). Needs a Prefect server: `prefect server start --host 127.0.0.1`\n"
+        "and PREFECT_API_URL=http://127.0.0.1:4200/api. Trigger a run by hand with\n"
+        "`prefect deployment run 'training-flow/drlrec-training'` or from the UI.",
+    )
+    p.add_argument("--run-now", action="store_true", help="also trigger one run of the training deployment at start")
+    add("summary", cmd_summary, "print the latest metrics table, where the artifacts are, the champion and how to open the UIs")
     return parser
 
 

@@ -68,6 +68,13 @@ class PathsConfig:
     simulator: str = "artifacts/simulator"
     """`drlrec simulate`: the fitted user simulator, its calibration against the held-out log and the
     simulated returns of reference policies."""
+    bundle: str = "artifacts/bundle"
+    """`drlrec register`: the model bundle (network + vocabularies + statistics) that was registered."""
+    registry: str = "artifacts/registry.json"
+    """`drlrec register`: the gate's decision for the newest version (version, both metrics, promoted?)."""
+    monitoring: str = "artifacts/monitoring"
+    """`drlrec monitor`: one folder per monitored window (report.html, report.json, decision.txt) and the
+    monitoring flow's state.json (debounce)."""
 
 
 @dataclass(frozen=True)
@@ -610,6 +617,72 @@ class FlowConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    """drift: the shifted period `drlrec synth --drift` generates after the synth: window (tests, demo).
+
+    The period continues the same users and catalogue (same seed) with events drawn afresh; each knob at its
+    neutral value (0, 0.0, null) leaves that aspect unchanged, so all neutral gives a no-drift period."""
+
+    days: int = 4
+    """Length of the shifted period in days; it starts where the synth: window ends. Events per user scale
+    with days / synth.days, so the daily activity stays the same."""
+    category_shift: int = 40
+    """The preferred categories move: category popularity weights rotate by this many ranks (users draw
+    their preferences and fresh events from the rotated weights); 0 keeps them."""
+    new_item_share: float = 0.3
+    """New items arrive: this share of the catalogue gets fresh ids never seen before (in every category,
+    so about this share of the events land on unknown items)."""
+    behavior_mix: tuple[float, float, float, float] | None = (0.8, 0.09, 0.05, 0.06)
+    """The behaviour mix of the period (pv, cart, fav, buy); null keeps synth.behavior_mix."""
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """monitor: Evidently drift of live interactions against the training period, and when to retrain."""
+
+    window_days: float = 1.0
+    """The current window: the interaction log's events in its last `window_days` days (by event
+    timestamp); 0 takes the whole log or batch."""
+    min_rows: int = 1000
+    """Fewer interactions than this in the window: no decision (reported as not enough data)."""
+    top_categories: int = 20
+    """The category column keeps the reference's most frequent categories; the rest become `other`."""
+    num_threshold: float = 0.1
+    """Drift threshold of numeric columns (normed Wasserstein distance: shift in reference std units)."""
+    cat_threshold: float = 0.1
+    """Drift threshold of categorical columns (Jensen-Shannon distance)."""
+    drift_share: float = 0.3
+    """Drift is declared when at least this share of the monitored columns drifted."""
+    reference_max_rows: int = 300000
+    """Reference events used (a seeded sample of the training period beyond this)."""
+    quality_k: int = 10
+    """Online quality is HR@k of the served lists against the user's next logged interaction."""
+    quality_min_lists: int = 200
+    """Fewer served lists followed by an interaction than this: online quality is not judged."""
+    quality_margin: float = 0.05
+    """Drift is also declared when online HR@k is below the champion's offline next-item HR@k by more
+    than this (absolute)."""
+    deployment: str = "drlrec-monitoring"
+    """Name of the monitoring deployment (`drlrec deploy` serves it beside the training one)."""
+    cron: str = "0 * * * *"
+    """Cron schedule of the monitoring deployment."""
+    timezone: str = "UTC"
+    """Time zone of the cron schedule."""
+    debounce_hours: float = 24.0
+    """After a retrain, drift triggers no other retrain for this many hours, and never twice for the same
+    new data (the state file keeps the last retrain time and data hash)."""
+    retrain: bool = True
+    """On drift, append the window to the raw data and run the training flow; false only reports."""
+    dvc_add: bool = True
+    """After appending, `dvc add` the raw data folder (when the project is a DVC repository)."""
+    git_commit: bool = True
+    """After `dvc add`, git-commit the .dvc file (when the project is a git repository)."""
+    slide_window: bool = True
+    """Retrain on the newest data: move ingest.window_start/window_end so the window (same length) ends
+    at the last appended day; the temporal split then tests on the new period."""
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -627,6 +700,8 @@ class Params:
     env: EnvConfig = field(default_factory=EnvConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------

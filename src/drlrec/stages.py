@@ -593,3 +593,106 @@ def simulate_stage(
         f"simulate: calibration AUC {calibration.auc:.3f} on {calibration.n_events:,} held-out events -> {out}"
     )
     return calibration, results
+
+
+# ---------------------------------------------------------------------------------------------- register
+
+
+def register_stage(params: Params, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Bundle the trained DQN-LSTM, register it as a new version with @challenger, and let the gate
+    decide whether it becomes @champion (see registry.py). Writes the decision to paths.registry."""
+    from drlrec.atomic import write_json
+    from drlrec.bundle import write_bundle
+    from drlrec.errors import InputError
+    from drlrec.registry import evaluation_split_id, register_model
+
+    metrics_path = Path(params.paths.metrics)
+    if not metrics_path.is_file():
+        raise InputError(f"{metrics_path}: no evaluation metrics (run `drlrec evaluate` first)")
+    metrics = json.loads(metrics_path.read_text())
+    if metrics.get("model") != "dqn_lstm":
+        raise InputError(f"{metrics_path}: holds metrics of {metrics.get('model')!r}, not the DQN-LSTM")
+    meta_path = Path(params.paths.model) / "meta.json"
+    train_run_id = json.loads(meta_path.read_text()).get("mlflow_run_id") if meta_path.is_file() else None
+    bundle = write_bundle(params.paths.model, params.paths.features, params.featurize, params.paths.bundle)
+    decision = register_model(
+        params,
+        bundle,
+        metrics,
+        split_id=evaluation_split_id(params.paths.events, params),
+        train_run_id=train_run_id,
+        tracking_uri=tracking_uri,
+    )
+    write_json(params.paths.registry, decision)
+    champ = decision["champion_value"]
+    _say(
+        f"register: {decision['model_name']} version {decision['version']} (@challenger) "
+        f"{decision['metric']} {decision['challenger_value']:.4f} vs champion "
+        + ("none" if champ is None else f"v{decision['champion_version']} {champ:.4f} ({decision['champion_value_source']})")
+        + f" -> {'PROMOTED to @champion' if decision['promoted'] else 'not promoted'}: {decision['reason']}"
+    )
+    return decision
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def summary_stage(params: Params) -> str:
+    """Print (and return) what the pipeline produced: the test metrics table, the registry decision,
+    where every artifact is, and how to open the MLflow and Prefect UIs."""
+    from drlrec.tracking import default_tracking_uri
+
+    lines: list[str] = []
+    metrics_path = Path(params.paths.metrics)
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        lines += [f"Test metrics of {metrics.get('model')} ({metrics_path}; value [95% bootstrap CI]):", ""]
+        lines.append(f"  {'target':<14} {'HR@10':<26} {'NDCG@10':<26} {'MRR':<26}")
+        for group in ("next_item", "next_purchase"):
+            row = metrics.get("metrics", {}).get(group, {})
+            cells = [
+                f"{row[m]['value']:.4f} [{row[m]['ci_low']:.4f}, {row[m]['ci_high']:.4f}]" if m in row else "-"
+                for m in ("hr_at_10", "ndcg_at_10", "mrr")
+            ]
+            lines.append(f"  {group:<14} " + " ".join(f"{c:<26}" for c in cells))
+        counts = metrics.get("counts", {})
+        lines += ["  " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()), ""]
+    else:
+        lines += [f"No test metrics yet ({metrics_path} is missing: run `dvc repro`).", ""]
+    registry_path = Path(params.paths.registry)
+    if registry_path.is_file():
+        d = json.loads(registry_path.read_text())
+        champ = d.get("champion_value")
+        lines += [
+            f"Registry: {d['model_name']} version {d['version']} registered as @challenger; "
+            f"{'promoted to @champion' if d['promoted'] else 'not promoted'} ({d['reason']}). "
+            f"@champion = version {d.get('champion')}"
+            + ("" if champ is None else f"; previous champion {d['metric']} {champ:.4f}"),
+            "",
+        ]
+    artifacts = [
+        ("events (typed Parquet)", params.paths.events),
+        ("quarantined rows", params.paths.quarantine),
+        ("validation result", params.paths.validation),
+        ("features", params.paths.features),
+        ("trained model", params.paths.model),
+        ("test metrics", params.paths.metrics),
+        ("reports (tables, charts)", params.paths.reports),
+        ("simulator and policies", params.paths.simulator),
+        ("registered bundle", params.paths.bundle),
+        ("gate decision", params.paths.registry),
+    ]
+    lines.append("Artifacts:")
+    lines += [f"  {name:<26} {path}" for name, path in artifacts if Path(path).exists()]
+    uri = default_tracking_uri()
+    lines += [
+        "",
+        f"MLflow runs and registry: {uri}",
+        "  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri " + uri + " --host 127.0.0.1 --port 5000"
+        "  -> http://127.0.0.1:5000",
+        "  Prefect UI: .venv/bin/prefect server start --host 127.0.0.1 --port 4200  -> http://127.0.0.1:4200",
+        "              then PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/drlrec deploy (scheduled flows)",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    return text

@@ -75,6 +75,10 @@ class RunTracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
+    def log_artifact_dir(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log every file of a folder (keeping its layout) under `artifact_path`."""
+        self._mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+
     def log_dict(self, payload: Mapping[str, Any], name: str) -> None:
         self._mlflow.log_dict(dict(payload), name)
 
