@@ -72,6 +72,9 @@ class PathsConfig:
     """`drlrec register`: the model bundle (network + vocabularies + statistics) that was registered."""
     registry: str = "artifacts/registry.json"
     """`drlrec register`: the gate's decision for the newest version (version, both metrics, promoted?)."""
+    partitions: str = "artifacts/partitions"
+    """Working folder of the partitioned ingest and featurize (scale.partitions > 1): per-partition files,
+    removed when the combined outputs are written. Must be shared storage for a remote Dask cluster."""
     monitoring: str = "artifacts/monitoring"
     """`drlrec monitor`: one folder per monitored window (report.html, report.json, decision.txt) and the
     monitoring flow's state.json (debounce)."""
@@ -683,6 +686,29 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class ScaleConfig:
+    """scale: data stages on Dask (through Prefect's DaskTaskRunner) and training on torch DDP."""
+
+    partitions: int = 1
+    """User-hash partitions of ingest and featurize (flows/partitioned.py); 1 = the single pass. Any
+    number gives the same events.parquet and features as the single pass."""
+    dask_address: str = ""
+    """Scheduler of an existing Dask cluster (e.g. tcp://10.0.0.5:8786); empty = a local cluster. Its
+    workers must see paths.partitions and the inputs and outputs at the same paths (shared storage)."""
+    dask_workers: int = 2
+    """Workers of the local Dask cluster (ignored with dask_address)."""
+    dask_threads_per_worker: int = 1
+    """Threads per local worker (ignored with dask_address)."""
+    dask_processes: bool = False
+    """Local workers as processes (true: more memory, no GIL sharing) or threads in this process."""
+    ddp_backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """`drlrec train --distributed` process-group backend: auto = NCCL on CUDA, gloo on CPU."""
+    ddp_lr_scaling: Literal["none", "linear", "sqrt"] = "sqrt"
+    """Learning rate under DDP with W processes (effective batch W * train.batch_size): train.lr times 1,
+    W (the linear rule, for SGD-like optimizers) or sqrt(W) (the usual choice for Adam)."""
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -702,6 +728,7 @@ class Params:
     flow: FlowConfig = field(default_factory=FlowConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------
