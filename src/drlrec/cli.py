@@ -41,6 +41,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         calibrate=args.calibrate,
         if_missing=args.if_missing,
+        drift=args.drift,
     )
     return 0
 
@@ -167,6 +168,21 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from drlrec.stages import monitor_stage
+
+    result, _ = monitor_stage(
+        _load(args),
+        current=args.current,
+        window_days=args.window_days,
+        exposures=args.exposures,
+        out_dir=args.out,
+        use_registry=not args.no_registry,
+    )
+    print(result.decision_line())
+    return 1 if (args.fail_on_drift and result.drift) else 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from drlrec.stages import summary_stage
 
@@ -234,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit the generator's parameters from a real log first (prints them)",
     )
     p.add_argument("--if-missing", action="store_true", help="do nothing when the output file already exists")
+    p.add_argument(
+        "--drift",
+        action="store_true",
+        help="generate the shifted period after the synth window instead (params drift:: categories move, "
+        "new items, another behaviour mix; default --out <paths.artifacts>/synth_drift.csv)",
+    )
 
     p = add("stats", cmd_stats, "print a profile of a behaviour log (CSV, .csv.gz or events.parquet)")
     p.add_argument("file", type=Path, help="log to profile")
@@ -380,6 +402,23 @@ def build_parser() -> argparse.ArgumentParser:
         "`prefect deployment run 'training-flow/drlrec-training'` or from the UI.",
     )
     p.add_argument("--run-now", action="store_true", help="also trigger one run of the training deployment at start")
+    p = add(
+        "monitor",
+        cmd_monitor,
+        "Evidently drift report of recent interactions against the training period",
+        "Compare a window of the interaction log (default: the last monitor.window_days days of\n"
+        "paths.interactions) or a new raw batch (--current) with the training period of paths.events:\n"
+        "behaviour mix, top categories, hour of day, unknown items, item popularity rank, events per\n"
+        "user-day, session length and the 10-d profile; with the exposure log, served vs interacted\n"
+        "categories (prediction drift) and online HR@k. Writes paths.monitoring/<window>/report.html,\n"
+        "report.json and decision.txt, and prints the one-line decision.",
+    )
+    p.add_argument("--current", type=Path, default=None, help="interaction log or raw batch (default: paths.interactions)")
+    p.add_argument("--window-days", type=float, default=None, help="days of the log to compare (default: monitor.window_days; 0 = all)")
+    p.add_argument("--exposures", type=Path, default=None, help="served-list log (default: paths.exposures, when present)")
+    p.add_argument("--out", type=Path, default=None, help="report root folder (default: paths.monitoring)")
+    p.add_argument("--no-registry", action="store_true", help="use paths.features' vocabulary, not the registry champion's")
+    p.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is declared")
     add("summary", cmd_summary, "print the latest metrics table, where the artifacts are, the champion and how to open the UIs")
     return parser
 

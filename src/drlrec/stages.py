@@ -28,13 +28,21 @@ def synth_stage(
     seed: int | None = None,
     calibrate: str | Path | None = None,
     if_missing: bool = False,
+    drift: bool = False,
 ) -> Path:
-    """Generate a Taobao-like log to `out` (default paths.raw_data); return the path written."""
+    """Generate a Taobao-like log to `out` (default paths.raw_data); return the path written.
+
+    With `drift`, generate the shifted period of params drift: after the synth: window instead (default
+    output <paths.artifacts>/synth_drift.csv, so the raw data is never overwritten by accident)."""
     import dataclasses
 
     from drlrec.data import synth
 
-    out_path = Path(out or params.paths.raw_data)
+    if drift:
+        default_out = Path(params.paths.artifacts) / "synth_drift.csv"
+    else:
+        default_out = Path(params.paths.raw_data)
+    out_path = Path(out or default_out)
     if if_missing and out_path.exists():
         _say(f"synth: {out_path} exists, keeping it (--if-missing)")
         return out_path
@@ -49,11 +57,16 @@ def synth_stage(
         cfg = dataclasses.replace(cfg, **fitted)
     if users is not None:
         cfg = dataclasses.replace(cfg, users=users)
-    table = synth.generate(
-        cfg, seed=params.base.seed if seed is None else seed, progress=params.base.progress
-    )
+    seed = params.base.seed if seed is None else seed
+    if drift:
+        table = synth.generate_drift(cfg, params.drift, seed=seed, progress=params.base.progress)
+        period = synth.drift_period(cfg, params.drift)
+        what = f"a {period.days}-day shifted period from {period.start} ({params.drift})"
+    else:
+        table = synth.generate(cfg, seed=seed, progress=params.base.progress)
+        what = f"{cfg.users:,} users"
     synth.write_csv(table, out_path)
-    _say(f"synth: wrote {table.num_rows:,} events for {cfg.users:,} users to {out_path}")
+    _say(f"synth: wrote {table.num_rows:,} events for {what} to {out_path}")
     return out_path
 
 
@@ -696,3 +709,37 @@ def summary_stage(params: Params) -> str:
     text = "\n".join(lines)
     print(text)
     return text
+
+
+# ---------------------------------------------------------------------------------------------- monitor
+
+
+def monitor_stage(
+    params: Params,
+    current: str | Path | None = None,
+    window_days: float | None = None,
+    exposures: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    use_registry: bool = True,
+):
+    """Drift report of a window of interactions (default: the last monitor.window_days of
+    paths.interactions) against the training period; returns (MonitorResult, report folder)."""
+    import dataclasses
+
+    from drlrec import monitoring
+
+    cfg = params.monitor if window_days is None else dataclasses.replace(params.monitor, window_days=window_days)
+    current_path = Path(current or params.paths.interactions)
+    window = monitoring.window_of(monitoring.read_interactions(current_path), cfg.window_days)
+    champion = monitoring.champion_context(params, tracking_uri=tracking_uri, use_registry=use_registry)
+    exposure_log = monitoring.read_exposures(exposures or params.paths.exposures)
+    run = monitoring.monitor(
+        monitoring.training_reference(params), window, champion.known_items, cfg, params.featurize,
+        exposures=exposure_log, offline_hr=champion.offline_hr,
+    )  # fmt: skip
+    folder = monitoring.write_report(run, out_dir or params.paths.monitoring)
+    _say(f"monitor: {len(window):,} interactions of {current_path} vs the training period ({champion.source})")
+    _say(f"monitor: {run.result.decision_line()}")
+    _say(f"monitor: report {folder / 'report.html'}")
+    return run.result, folder

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from drlrec.atomic import atomic_path
-from drlrec.config import SynthConfig
+from drlrec.config import DriftConfig, SynthConfig
 from drlrec.data.stats import profile_log
 from drlrec.errors import ConfigError, InputError
 from drlrec.schema import BEHAVIORS, BUY, CART, EVENTS_SCHEMA, PV, RAW_COLUMNS
@@ -387,6 +387,66 @@ def generate(cfg: SynthConfig, seed: int, progress: bool = True) -> pa.Table:
     """Generate a Taobao-like log (EVENTS_SCHEMA, sorted by user then time); same cfg and seed, same log."""
     _check(cfg, seed)
     catalogue = build_catalogue(cfg, np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0,))))
+    return _generate_users(cfg, catalogue, seed, stream=1, progress=progress)
+
+
+def shift_catalogue(cat: Catalogue, drift: DriftConfig, rng: np.random.Generator) -> Catalogue:
+    """The catalogue of a shifted period: category popularity rotated by `drift.category_shift` ranks (so
+    users prefer other categories) and `drift.new_item_share` of the items under fresh, never-used ids."""
+    weights = np.roll(np.diff(cat.category_cdf, prepend=0.0), drift.category_shift)
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
+    cdf[-1] = 1.0
+    n_items = len(cat.item_ids)
+    n_new = int(round(drift.new_item_share * n_items))
+    item_ids = cat.item_ids.copy()
+    if n_new:
+        # old ids lie below `space` (build_catalogue); fresh ones above it can never collide with them
+        space = int(max(ID_SPACE, 2 * (n_items + len(cat.category_ids))))
+        fresh = rng.choice(n_items, size=n_new, replace=False)
+        item_ids[fresh] = space + rng.choice(space, size=n_new, replace=False).astype(np.int64)
+    return cat._replace(item_ids=item_ids, category_cdf=cdf)
+
+
+def drift_period(cfg: SynthConfig, drift: DriftConfig) -> SynthConfig:
+    """The generator config of the shifted period: it starts where `cfg`'s window ends, lasts `drift.days`
+    days with the same daily activity (events per user scaled by the period's length) and its own mix."""
+    scale = drift.days / cfg.days
+    median = max(1.0, cfg.events_median * scale)
+    return dataclasses.replace(
+        cfg,
+        start=cfg.start + cfg.days * 86400,
+        days=drift.days,
+        events_median=median,
+        events_mean=max(median, cfg.events_mean * scale),
+        behavior_mix=cfg.behavior_mix if drift.behavior_mix is None else drift.behavior_mix,
+    )
+
+
+def generate_drift(cfg: SynthConfig, drift: DriftConfig, seed: int, progress: bool = True) -> pa.Table:
+    """A shifted period after `cfg`'s window for the same users and catalogue (same `seed`): preferred
+    categories move, new items arrive, the behaviour mix changes (`drift`). Deterministic by seed; with
+    every drift knob neutral it is a continuation from the same distribution."""
+    problems = []
+    if drift.days < 1:
+        problems.append(f"days must be >= 1, got {drift.days}")
+    if drift.category_shift < 0:
+        problems.append(f"category_shift must be >= 0, got {drift.category_shift}")
+    if not 0.0 <= drift.new_item_share <= 1.0:
+        problems.append(f"new_item_share must be in [0, 1], got {drift.new_item_share}")
+    if problems:
+        raise ConfigError("drift: " + "; ".join(problems))
+    period = drift_period(cfg, drift)
+    _check(period, seed)
+    catalogue = build_catalogue(cfg, np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0,))))
+    catalogue = shift_catalogue(
+        catalogue, drift, np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(2,)))
+    )
+    return _generate_users(period, catalogue, seed, stream=3, progress=progress)
+
+
+def _generate_users(cfg: SynthConfig, catalogue: Catalogue, seed: int, stream: int, progress: bool) -> pa.Table:
+    """Every user's events, chunk by chunk; chunk i draws from the generator (seed, (stream, i))."""
     n_chunks = -(-cfg.users // CHUNK_USERS)
     chunks = range(n_chunks)
     if progress and n_chunks > 1:
@@ -395,7 +455,7 @@ def generate(cfg: SynthConfig, seed: int, progress: bool = True) -> pa.Table:
         chunks = tqdm(chunks, desc="synth", unit="chunk", file=sys.stderr)
     tables = []
     for index in chunks:
-        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(1, index)))
+        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(stream, index)))
         first = index * CHUNK_USERS
         n_users = min(CHUNK_USERS, cfg.users - first)
         tables.append(_generate_chunk(cfg, catalogue, rng, first + 1, n_users))
