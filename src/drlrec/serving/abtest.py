@@ -1,0 +1,284 @@
+"""A/B tests: deterministic assignment of users to variants, and the per-variant report of the exposure and
+interaction logs (CTR and conversion with Wilson CIs, two-proportion z-tests, sample-ratio-mismatch check).
+
+An exposure is one served list. An interaction is attributed to the latest exposure of the same user that
+showed the same item at or before the interaction's timestamp; an exposure is *clicked* when at least one
+interaction (any behaviour) is attributed to it and *converted* when one of them is a buy. CTR and
+conversion are shares of exposures, so both are proportions of the same denominator and compare with a
+two-proportion z-test. The sample-ratio-mismatch check compares users per variant with the traffic split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from drlrec.config import ABConfig, VariantConfig
+from drlrec.errors import ConfigError, InputError
+from drlrec.schema import RAW_COLUMNS
+
+EXPOSURE_COLUMNS: tuple[str, ...] = (
+    "served_at", "user_id", "variant", "alias", "model_version", "fallback", "cached", "items",
+)
+_BUCKETS = 10_000
+
+
+def check_ab_config(cfg: ABConfig) -> None:
+    """Variants named once, traffic shares >= 0 summing to 1, the control among them."""
+    if not cfg.variants:
+        raise ConfigError("ab.variants: at least one variant is needed")
+    names = [v.name for v in cfg.variants]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"ab.variants: names must be unique (got {names})")
+    if any(v.traffic < 0 for v in cfg.variants):
+        raise ConfigError("ab.variants: traffic shares must be >= 0")
+    total = sum(v.traffic for v in cfg.variants)
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"ab.variants: traffic shares must sum to 1 (got {total:g})")
+    if cfg.control not in names:
+        raise ConfigError(f"ab.control {cfg.control!r} is not one of the variants {names}")
+    if not 0.5 < cfg.confidence < 1.0:
+        raise ConfigError(f"ab.confidence must be in (0.5, 1) (got {cfg.confidence})")
+
+
+def user_bucket(user_id: int | np.ndarray, salt: str) -> np.ndarray | int:
+    """Bucket in [0, 10000) of sha256(f"{salt}:{user_id}"): uniform, stable across processes and restarts."""
+    if np.ndim(user_id) == 0:
+        digest = hashlib.sha256(f"{salt}:{int(user_id)}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") % _BUCKETS
+    return np.array([user_bucket(int(u), salt) for u in np.asarray(user_id).ravel()], dtype=np.int64)
+
+
+def assign_variant(user_id: int, cfg: ABConfig) -> VariantConfig:
+    """The variant of a user: the bucket falls into the variants' cumulative traffic shares (in order)."""
+    bucket = user_bucket(user_id, cfg.salt)
+    edge = 0.0
+    for variant in cfg.variants:
+        edge += variant.traffic * _BUCKETS
+        if bucket < round(edge):
+            return variant
+    return cfg.variants[-1]
+
+
+# ------------------------------------------------------------------------------------------------ stats
+
+
+def wilson_interval(successes: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion (well behaved near 0 and 1 and for small n)."""
+    from scipy.stats import norm
+
+    if n == 0:
+        return 0.0, 1.0
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def two_proportion_z(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float]:
+    """Pooled two-proportion z-test of p2 vs p1: (z, two-sided p-value); (0, 1) when undefined."""
+    from scipy.stats import norm
+
+    if n1 == 0 or n2 == 0:
+        return 0.0, 1.0
+    pooled = (x1 + x2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 0.0, 1.0
+    z = (x2 / n2 - x1 / n1) / se
+    return float(z), float(2 * norm.sf(abs(z)))
+
+
+def srm_check(observed: list[int], expected_share: list[float], alpha: float) -> dict[str, Any]:
+    """Chi-square goodness of fit of users per variant against the configured traffic split."""
+    from scipy.stats import chisquare
+
+    total = int(sum(observed))
+    keep = [i for i, share in enumerate(expected_share) if share > 0]
+    if total == 0 or len(keep) < 2:
+        return {"chi2": 0.0, "p_value": 1.0, "mismatch": False, "observed": observed, "expected": [0.0] * len(observed)}
+    obs = np.array([observed[i] for i in keep], dtype=float)
+    exp = np.array([expected_share[i] for i in keep], dtype=float)
+    exp = exp / exp.sum() * obs.sum()
+    chi2, p_value = chisquare(obs, exp)
+    expected = [float(expected_share[i] * total) for i in range(len(observed))]
+    return {
+        "chi2": float(chi2), "p_value": float(p_value), "mismatch": bool(p_value < alpha),
+        "observed": [int(o) for o in observed], "expected": expected,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ logs
+
+
+def read_exposures(path: str | Path) -> pd.DataFrame:
+    """The exposure log (header row + one row per served list); an absent file is an empty log."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in EXPOSURE_COLUMNS})
+    frame = pd.read_csv(path, dtype={"variant": str, "alias": str, "model_version": str, "fallback": str,
+                                     "items": str}, keep_default_na=False, on_bad_lines="skip")
+    missing = [c for c in EXPOSURE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: not an exposure log (missing columns {', '.join(missing)})")
+    frame["served_at"] = pd.to_numeric(frame["served_at"], errors="coerce")
+    frame["user_id"] = pd.to_numeric(frame["user_id"], errors="coerce")
+    return frame.dropna(subset=["served_at", "user_id"]).astype({"user_id": np.int64})
+
+
+def read_interactions(path: str | Path) -> pd.DataFrame:
+    """The interaction log (header-less raw schema); an absent file is an empty log. A torn last line
+    (no newline after a crash) is skipped."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame({c: pd.Series(dtype=np.int64) for c in RAW_COLUMNS})
+    frame = pd.read_csv(path, header=None, names=list(RAW_COLUMNS), dtype=str, on_bad_lines="skip")
+    for col in ("user_id", "item_id", "category_id", "timestamp"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    frame = frame.dropna()
+    return frame.astype({"user_id": np.int64, "item_id": np.int64, "category_id": np.int64, "timestamp": np.int64})
+
+
+def attribute(exposures: pd.DataFrame, interactions: pd.DataFrame) -> pd.DataFrame:
+    """Exposures with `clicked` and `converted` flags (see the module doc). Vectorized: the exposures are
+    exploded to (user, item, time) rows and each interaction finds its latest one with merge_asof."""
+    out = exposures.reset_index(drop=True).copy()
+    out["exposure"] = np.arange(len(out))
+    out["clicked"] = False
+    out["converted"] = False
+    if out.empty or interactions.empty:
+        return out
+    shown = out[["exposure", "user_id", "served_at", "items"]].copy()
+    shown["item_id"] = shown["items"].astype(str).str.split()
+    shown = shown.explode("item_id").dropna(subset=["item_id"])
+    shown["item_id"] = pd.to_numeric(shown["item_id"], errors="coerce")
+    shown = shown.dropna(subset=["item_id"]).astype({"item_id": np.int64})
+    # served_at is float seconds, interaction timestamps whole seconds: compare at whole seconds
+    shown["t"] = np.floor(shown["served_at"].to_numpy(dtype=float)).astype(np.int64)
+    acts = interactions[["user_id", "item_id", "behavior_type", "timestamp"]].rename(columns={"timestamp": "t"})
+    acts = acts.astype({"t": np.int64}).sort_values("t", kind="stable")
+    shown = shown.sort_values(["t", "exposure"], kind="stable")
+    matched = pd.merge_asof(
+        acts, shown[["t", "user_id", "item_id", "exposure"]], on="t", by=["user_id", "item_id"],
+        direction="backward",
+    ).dropna(subset=["exposure"])
+    exposure = matched["exposure"].astype(np.int64).to_numpy()
+    out.loc[np.unique(exposure), "clicked"] = True
+    bought = exposure[matched["behavior_type"].to_numpy() == "buy"]
+    out.loc[np.unique(bought), "converted"] = True
+    return out
+
+
+def ab_report(exposures: pd.DataFrame, interactions: pd.DataFrame, cfg: ABConfig) -> dict[str, Any]:
+    """The A/B report as a JSON-ready dict (see the module doc for the definitions)."""
+    from scipy.stats import norm
+
+    check_ab_config(cfg)
+    scored = attribute(exposures, interactions)
+    names = [v.name for v in cfg.variants]
+    extra = sorted(set(scored["variant"].astype(str)) - set(names)) if len(scored) else []
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names + extra:
+        part = scored[scored["variant"].astype(str) == name] if len(scored) else scored
+        n = int(len(part))
+        clicks, conversions = int(part["clicked"].sum()), int(part["converted"].sum())
+        rows[name] = {
+            "users": int(part["user_id"].nunique()) if n else 0,
+            "exposures": n,
+            "clicked": clicks,
+            "converted": conversions,
+            "ctr": clicks / n if n else 0.0,
+            "ctr_ci": list(wilson_interval(clicks, n, cfg.confidence)),
+            "conversion": conversions / n if n else 0.0,
+            "conversion_ci": list(wilson_interval(conversions, n, cfg.confidence)),
+            "model_versions": sorted(set(part["model_version"].astype(str))) if n else [],
+        }
+    control = rows[cfg.control]
+    alpha = 1 - cfg.confidence
+    tests = []
+    for name in names:
+        if name == cfg.control:
+            continue
+        row = rows[name]
+        for metric, key in (("ctr", "clicked"), ("conversion", "converted")):
+            z, p = two_proportion_z(control[key], control["exposures"], row[key], row["exposures"])
+            diff = row[metric] - control[metric]
+            n1, n2 = control["exposures"], row["exposures"]
+            se = math.sqrt(control[metric] * (1 - control[metric]) / max(n1, 1) + row[metric] * (1 - row[metric]) / max(n2, 1))
+            zc = float(norm.ppf(0.5 + cfg.confidence / 2))
+            tests.append({
+                "variant": name, "control": cfg.control, "metric": metric,
+                "control_value": control[metric], "variant_value": row[metric],
+                "difference": diff, "difference_ci": [diff - zc * se, diff + zc * se],
+                "relative_lift": diff / control[metric] if control[metric] > 0 else None,
+                "z": z, "p_value": p, "significant": bool(p < alpha),
+            })
+    srm = srm_check([rows[n]["users"] for n in names], [v.traffic for v in cfg.variants], cfg.srm_alpha)
+    best = max(names, key=lambda n: rows[n]["ctr"]) if any(rows[n]["exposures"] for n in names) else None
+    winner = None
+    if best is not None:
+        if best == cfg.control:
+            beaten = [t for t in tests if t["metric"] == "ctr"]
+            winner = best if beaten and all(t["significant"] and t["difference"] < 0 for t in beaten) else None
+        else:
+            test = next(t for t in tests if t["variant"] == best and t["metric"] == "ctr")
+            winner = best if test["significant"] and test["difference"] > 0 else None
+    return {
+        "experiment": cfg.experiment,
+        "salt": cfg.salt,
+        "control": cfg.control,
+        "confidence": cfg.confidence,
+        "definitions": "exposure = one served list; clicked = an interaction on one of its items, attributed to "
+        "the user's latest list showing the item; converted = such an interaction is a buy; CTR and "
+        "conversion are shares of exposures; CIs are Wilson intervals; tests are pooled two-proportion z-tests "
+        "against the control; SRM is a chi-square test of users per variant against the traffic split.",
+        "variants": rows,
+        "tests": tests,
+        "srm": srm,
+        "winner_by_ctr": winner,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text table of the report."""
+    lines = [f"A/B experiment {report['experiment']!r} (control {report['control']}, "
+             f"{report['confidence']:.0%} CIs)"]
+    lines.append(f"{'variant':<14}{'users':>7}{'lists':>8}{'CTR':>9}  {'CTR CI':<17}{'conv':>8}  {'conv CI':<17}versions")
+    for name, r in report["variants"].items():
+        lines.append(
+            f"{name:<14}{r['users']:>7}{r['exposures']:>8}{r['ctr']:>9.4f}  "
+            f"[{r['ctr_ci'][0]:.4f}, {r['ctr_ci'][1]:.4f}] {r['conversion']:>8.4f}  "
+            f"[{r['conversion_ci'][0]:.4f}, {r['conversion_ci'][1]:.4f}] {','.join(r['model_versions']) or '-'}"
+        )
+    for t in report["tests"]:
+        lines.append(
+            f"z-test {t['variant']} vs {t['control']} {t['metric']}: diff {t['difference']:+.4f} "
+            f"[{t['difference_ci'][0]:+.4f}, {t['difference_ci'][1]:+.4f}], z={t['z']:.2f}, p={t['p_value']:.3g}"
+            f"{' (significant)' if t['significant'] else ''}"
+        )
+    srm = report["srm"]
+    lines.append(
+        f"sample-ratio check: users {srm['observed']} vs expected {[round(e, 1) for e in srm['expected']]}, "
+        f"chi2={srm['chi2']:.2f}, p={srm['p_value']:.3g} -> {'MISMATCH' if srm['mismatch'] else 'ok'}"
+    )
+    lines.append(f"better variant by CTR: {report['winner_by_ctr'] or 'none significant'}")
+    return "\n".join(lines)
+
+
+def ab_report_stage(params, out: str | Path | None = None) -> dict[str, Any]:
+    """`drlrec ab report`: read paths.exposures and paths.interactions, print the table, write the JSON."""
+    from drlrec.atomic import write_json
+
+    report = ab_report(read_exposures(params.paths.exposures), read_interactions(params.paths.interactions), params.ab)
+    print(format_report(report))
+    target = Path(out or params.paths.ab_report)
+    write_json(target, report)
+    print(f"ab report: {target}")
+    return report

@@ -1,0 +1,101 @@
+"""Where the service's models come from, and the hot swap.
+
+`ModelStore` holds one ServingModel per registry alias the service needs (serve.alias, or every A/B
+variant's alias). `refresh` asks the source which version each alias points at; a moved alias is loaded
+and warmed up *beside* the model in use, then swapped in with one reference assignment, so a request
+always holds one complete model from start to end and no request fails during a swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Protocol
+
+from drlrec.serving.recommender import ServingModel
+
+log = logging.getLogger("drlrec.serving")
+
+
+class ModelSource(Protocol):
+    """What the store needs from a registry."""
+
+    def version(self, alias: str) -> str | None: ...
+
+    def load(self, alias: str) -> Any: ...
+
+
+class RegistrySource:
+    """The MLflow registry (drlrec.registry): `alias_version` for polling, `load_champion` to load."""
+
+    def __init__(self, name: str, tracking_uri: str | None = None) -> None:
+        self.name = name
+        self.tracking_uri = tracking_uri
+
+    def version(self, alias: str) -> str | None:
+        from drlrec.registry import alias_version
+
+        return alias_version(alias, tracking_uri=self.tracking_uri, name=self.name)
+
+    def load(self, alias: str) -> Any:
+        from drlrec.registry import load_champion
+
+        return load_champion(alias, tracking_uri=self.tracking_uri, name=self.name)
+
+
+class ModelStore:
+    """alias -> ServingModel, replaced atomically by `refresh`."""
+
+    def __init__(self, source: ModelSource, aliases: list[str]) -> None:
+        self.source = source
+        self.aliases = list(dict.fromkeys(aliases))
+        self._models: dict[str, ServingModel] = {}
+        self._refresh_lock = threading.Lock()
+        self.last_error: dict[str, str] = {}
+        self.reloads = 0
+        self.last_check: float | None = None
+
+    def get(self, alias: str) -> ServingModel | None:
+        return self._models.get(alias)
+
+    def versions(self) -> dict[str, str | None]:
+        models = self._models
+        return {alias: (models[alias].version if alias in models else None) for alias in self.aliases}
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._models)
+
+    def refresh(self) -> dict[str, Any]:
+        """Check every alias; load and swap in the ones that moved. Never raises: a failed check or load
+        keeps the model in use and is reported in `last_error` (and in the returned summary)."""
+        with self._refresh_lock:
+            changed: dict[str, Any] = {}
+            self.last_check = time.time()
+            for alias in self.aliases:
+                current = self._models.get(alias)
+                try:
+                    version = self.source.version(alias)
+                    if version is None:
+                        self.last_error[alias] = f"alias {alias!r} does not exist in the registry"
+                        continue
+                    if current is not None and current.version == str(version):
+                        self.last_error.pop(alias, None)
+                        continue
+                    same = next((m for m in self._models.values() if m.version == str(version)), None)
+                    if same is not None:  # another alias serves this version already: share it
+                        model = same
+                    else:
+                        model = ServingModel(self.source.load(alias), alias)
+                        model.warm_up()
+                except Exception as exc:  # the registry or a bundle failed: keep serving what we have
+                    self.last_error[alias] = f"{type(exc).__name__}: {exc}"
+                    log.warning("model refresh for %s failed: %s", alias, self.last_error[alias])
+                    continue
+                self._models = {**self._models, alias: model}  # the swap: one reference assignment
+                self.last_error.pop(alias, None)
+                self.reloads += 1
+                changed[alias] = {"from": current.version if current else None, "to": model.version}
+                log.info("serving %s version %s", alias, model.version)
+            return {"changed": changed, "versions": self.versions(), "errors": dict(self.last_error)}
