@@ -635,7 +635,7 @@ class DriftConfig:
     new_item_share: float = 0.3
     """New items arrive: this share of the catalogue gets fresh ids never seen before (in every category,
     so about this share of the events land on unknown items)."""
-    behavior_mix: tuple[float, float, float, float] | None = (0.8, 0.09, 0.05, 0.06)
+    behavior_mix: tuple[float, float, float, float] | None = (0.75, 0.11, 0.06, 0.08)
     """The behaviour mix of the period (pv, cart, fav, buy); null keeps synth.behavior_mix."""
 
 
