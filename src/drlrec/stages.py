@@ -148,25 +148,13 @@ def featurize_stage(params: Params, events_path: str | Path | None = None, out_d
     Splits are built and written one at a time, so only one split's arrays are in memory besides the
     per-event features. Returns the report (a dict).
     """
-    from drlrec.atomic import write_json
-    from drlrec.features.featurize import (
-        REPORT_FILE,
-        build_transitions,
-        featurize,
-        featurize_report,
-        load_events,
-    )
+    from drlrec.features.featurize import featurize, load_events, write_featurize_outputs
     from drlrec.features.split import SPLITS
-    from drlrec.features.transitions import save_split, split_path
 
     events = Path(events_path or params.paths.events)
     out = Path(out_dir or params.paths.features)
     result = featurize(load_events(events), params.featurize, params.ingest.window_start)
-    result.globals.save(out)
-    for split in SPLITS:
-        save_split(split_path(out, split), build_transitions(result, split))
-    report = featurize_report(result)
-    write_json(out / REPORT_FILE, report)
+    report = write_featurize_outputs(result, out)
     counts = ", ".join(f"{name} {report['splits'][name]['transitions']:,}" for name in SPLITS)
     _say(
         f"featurize: {report['events']:,} events of {report['users']:,} users -> {counts} transitions "

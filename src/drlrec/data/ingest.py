@@ -16,6 +16,7 @@ so rows_read == rows_kept + rows_quarantined always holds. Outputs appear atomic
 from __future__ import annotations
 
 import dataclasses
+import io
 import shutil
 import tempfile
 import time
@@ -256,8 +257,65 @@ def _check_batch(
     return good, ordinal[bad_idx], _REASON_NAMES[reason[bad_idx]], _raw_text(columns, bad_idx)
 
 
-def _iter_batches(source: _Source, cfg: IngestConfig | None, block_size: int) -> Iterator[_Batch]:
-    """Stream `source` as checked batches. `cfg=None` skips the time-window check.
+class ByteRange(io.RawIOBase):
+    """A read-only view of bytes [start, end) of a plain file that also counts the newlines it returned
+    (a partition of the raw log: line numbers of later ranges are offset by the newlines of earlier ones)."""
+
+    def __init__(self, path: str | Path, start: int, end: int) -> None:
+        self._fh = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self._fh.seek(start)
+        self.start, self.end, self.pos = start, end, start
+        self.newlines = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.end - self.pos)
+        if n <= 0:
+            return 0
+        data = self._fh.read(n)
+        buffer[: len(data)] = data
+        self.pos += len(data)
+        self.newlines += data.count(b"\n")
+        return len(data)
+
+    def tell(self) -> int:
+        return self.pos - self.start
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def line_aligned_ranges(path: str | Path, parts: int) -> list[tuple[int, int]]:
+    """Split a plain file into up to `parts` byte ranges that start at line starts (empty ones dropped)."""
+    size = Path(path).stat().st_size
+    starts = [0]
+    with open(path, "rb") as fh:
+        for k in range(1, parts):
+            nominal = size * k // parts
+            if nominal <= starts[-1]:
+                continue
+            fh.seek(nominal - 1)
+            while True:  # the first line start at or after `nominal`
+                block = fh.read(1 << 16)
+                if not block:
+                    starts.append(size)
+                    break
+                at = block.find(b"\n")
+                if at >= 0:
+                    starts.append(fh.tell() - len(block) + at + 1)
+                    break
+    bounds = sorted(set(starts) | {size})
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def _iter_batches(
+    source: _Source, cfg: IngestConfig | None, block_size: int, byte_range: ByteRange | None = None
+) -> Iterator[_Batch]:
+    """Stream `source` (or only `byte_range` of it: a plain file, line-aligned) as checked batches.
+    `cfg=None` skips the time-window check. Invalid rows' line numbers count from the range's start.
 
     A prefetch thread runs the (GIL-free) CSV parser one block ahead while this thread checks the
     previous block, so parsing and checking use both cores.
@@ -272,8 +330,13 @@ def _iter_batches(source: _Source, cfg: IngestConfig | None, block_size: int) ->
         invalid_rows.append((int(row.number) if row.number is not None else -1, text))
         return "skip"
 
-    raw_file = pa.OSFile(str(source.path))
-    stream = pa.CompressedInputStream(raw_file, "gzip") if source.compressed else raw_file
+    if byte_range is not None:
+        raw_file = stream = pa.PythonFile(byte_range, mode="r")
+        skip_header = source.header and byte_range.start == 0
+    else:
+        raw_file = pa.OSFile(str(source.path))
+        stream = pa.CompressedInputStream(raw_file, "gzip") if source.compressed else raw_file
+        skip_header = source.header
     ready: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     done = object()
@@ -284,7 +347,7 @@ def _iter_batches(source: _Source, cfg: IngestConfig | None, block_size: int) ->
                 stream,
                 read_options=pa_csv.ReadOptions(
                     column_names=list(source.column_names),
-                    skip_rows=1 if source.header else 0,
+                    skip_rows=1 if skip_header else 0,
                     block_size=block_size,
                     # Single-threaded parsing keeps physical line numbers for rows with a wrong field count.
                     use_threads=False,

@@ -337,6 +337,21 @@ def build_transitions(result: FeaturizeResult, split: str) -> Transitions:
     )
 
 
+def write_featurize_outputs(result: FeaturizeResult, out_dir: str | Path) -> dict[str, Any]:
+    """Write what `drlrec featurize` outputs into `out_dir`: the train globals, {train,valid,test}.npz (one
+    split in memory at a time) and featurize_report.json; return the report."""
+    from drlrec.atomic import write_json
+    from drlrec.features.transitions import save_split, split_path
+
+    out_dir = Path(out_dir)
+    result.globals.save(out_dir)
+    for split in SPLITS:
+        save_split(split_path(out_dir, split), build_transitions(result, split))
+    report = featurize_report(result)
+    write_json(out_dir / REPORT_FILE, report)
+    return report
+
+
 def featurize_report(result: FeaturizeResult) -> dict[str, Any]:
     """Counts per split, vocabulary sizes, unknown shares and the boundaries, for featurize_report.json."""
     ev = result.events

@@ -33,7 +33,7 @@ from drlrec.errors import InputError
 from drlrec.features.profile import PROFILE_FEATURES, user_profiles
 from drlrec.features.users import user_index
 from drlrec.features.vocab import FIRST_INDEX, UNKNOWN
-from drlrec.schema import BUY, CART, FAV, PV
+from drlrec.schema import BEHAVIORS, BUY, CART, FAV, PV
 
 STEP_FEATURES: tuple[str, ...] = (
     "item_popularity",
@@ -59,6 +59,7 @@ STEP_FEATURES: tuple[str, ...] = (
 )
 STEP_DIM = len(STEP_FEATURES)
 _COL = {name: i for i, name in enumerate(STEP_FEATURES)}
+N_BEHAVIOR_CODES = len(BEHAVIORS)
 #: A time gap of one day encodes as 1.0.
 GAP_SCALE_SECONDS = 86400
 #: The 1000th event of a user encodes as position 1.0 (and later ones are clipped there).
@@ -100,6 +101,16 @@ def _smoothed_rate(hits: np.ndarray, views: np.ndarray, prior: float, smoothing:
     return np.clip((hits + smoothing * prior) / (views + smoothing), 0.0, 1.0)
 
 
+def behavior_counts(index: np.ndarray, behavior: np.ndarray, size: int) -> np.ndarray:
+    """[size, 4] int64 events per (index, behaviour code): the mergeable sufficient statistic of TrainStats
+    (counts of disjoint event sets add up, so partitions of the train period can be counted apart)."""
+    index = np.asarray(index, dtype=np.int64)
+    behavior = np.asarray(behavior, dtype=np.int64)
+    return np.bincount(index * N_BEHAVIOR_CODES + behavior, minlength=size * N_BEHAVIOR_CODES)[
+        : size * N_BEHAVIOR_CODES
+    ].reshape(size, N_BEHAVIOR_CODES).astype(np.int64)
+
+
 def fit_train_stats(
     item_idx: np.ndarray,
     category_idx: np.ndarray,
@@ -109,33 +120,39 @@ def fit_train_stats(
     cfg: FeaturizeConfig,
 ) -> TrainStats:
     """Fit the statistics on TRAIN-period events only (indices already mapped with the train vocabularies)."""
-    behavior = np.asarray(behavior)
+    return train_stats_from_counts(
+        behavior_counts(item_idx, behavior, item_vocab_size),
+        behavior_counts(category_idx, behavior, category_vocab_size),
+        cfg,
+    )
+
+
+def train_stats_from_counts(item_counts: np.ndarray, category_counts: np.ndarray, cfg: FeaturizeConfig) -> TrainStats:
+    """TrainStats from train events counted per (vocabulary index, behaviour code): `item_counts` [Vi, 4],
+    `category_counts` [Vc, 4] (see `behavior_counts`)."""
     s = cfg.rate_smoothing
+    item_counts = np.asarray(item_counts, dtype=np.int64)
+    category_counts = np.asarray(category_counts, dtype=np.int64)
+    item_vocab_size, category_vocab_size = len(item_counts), len(category_counts)
+    per_behavior = item_counts.sum(axis=0)  # [4] train events per behaviour code
+    views = float(per_behavior[PV])
+    prior = {code: float(per_behavior[code]) / max(views, 1.0) for code in (CART, FAV, BUY)}
 
-    def per_index(index: np.ndarray, size: int, code: int | None = None) -> np.ndarray:
-        weights = None if code is None else (behavior == code)
-        return np.bincount(index, weights=weights, minlength=size)[:size]
-
-    views = float(np.count_nonzero(behavior == PV))
-    prior = {code: float(np.count_nonzero(behavior == code)) / max(views, 1.0) for code in (CART, FAV, BUY)}
-
-    item_count = per_index(item_idx, item_vocab_size).astype(np.int64)
-    item_views = per_index(item_idx, item_vocab_size, PV)
+    item_count = item_counts.sum(axis=1)
+    item_views = item_counts[:, PV].astype(np.float64)
     item_rates = np.zeros((item_vocab_size, 3), dtype=np.float32)
     for j, code in enumerate((CART, FAV, BUY)):
-        item_rates[:, j] = _smoothed_rate(
-            per_index(item_idx, item_vocab_size, code), item_views, prior[code], s
-        )
+        item_rates[:, j] = _smoothed_rate(item_counts[:, code].astype(np.float64), item_views, prior[code], s)
     item_rates[UNKNOWN] = [min(prior[c], 1.0) for c in (CART, FAV, BUY)]  # cold items: the global rates
     item_rates[0] = 0.0
     log_count = np.log1p(item_count.astype(np.float64))
     log_count[:FIRST_INDEX] = 0.0
     item_popularity = (log_count / max(log_count.max(initial=0.0), 1e-12)).astype(np.float32)
 
-    category_count = per_index(category_idx, category_vocab_size).astype(np.int64)
+    category_count = category_counts.sum(axis=1)
     category_buy_rate = _smoothed_rate(
-        per_index(category_idx, category_vocab_size, BUY),
-        per_index(category_idx, category_vocab_size, PV),
+        category_counts[:, BUY].astype(np.float64),
+        category_counts[:, PV].astype(np.float64),
         prior[BUY],
         s,
     ).astype(np.float32)
