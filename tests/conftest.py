@@ -59,3 +59,34 @@ def params_path(tmp_path: Path) -> Path:
     out = tmp_path / "params.yaml"
     out.write_text(yaml.safe_dump(raw, sort_keys=False))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- Prefect, pipeline
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
+    """One temporary Prefect API (its own SQLite database) for the whole session."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture()
+def tiny_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tiny pipeline in tmp_path: params.yaml, generated raw data, and MLflow in tmp_path/mlflow.db.
+    Returns the params file; cwd is tmp_path (so data.dvc and git provenance are looked up there)."""
+    from pipeline_config import write_pipeline_params
+
+    from drlrec.config import load_params
+    from drlrec.stages import synth_stage
+
+    params_file = write_pipeline_params(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    synth_stage(load_params(params_file))
+    return params_file

@@ -216,7 +216,7 @@ def register_model(
     challenger_value = metric_value(metrics, metric)
     client = _client(tracking_uri)
     flat = {
-        f"metric.{group}/{m}": f"{(e['value'] if isinstance(e, dict) else e):.6f}"
+        f"metric.{group}/{m}": repr(float(e["value"] if isinstance(e, dict) else e))  # repr round-trips exactly
         for group, ms in metrics.get("metrics", {}).items()
         for m, e in ms.items()
         if isinstance(e, (dict, int, float))

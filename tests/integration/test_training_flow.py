@@ -1,0 +1,164 @@
+"""The Prefect training flow on a tiny config: under prefect_test_harness, and against a real
+`prefect server` on 127.0.0.1 whose API is read back (flow run, task runs, artifacts)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from drlrec import registry
+
+pytestmark = pytest.mark.slow
+
+STAGES = {"ingest", "validate", "featurize", "train", "evaluate", "register"}
+
+
+async def _flow_run_details(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(flow_run_id)
+        task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return flow_run, task_runs, artifacts
+
+
+def test_training_flow_completes_and_leaves_a_champion(prefect_harness, tiny_pipeline: Path) -> None:
+    from flows.training_flow import training_flow
+
+    state = training_flow(str(tiny_pipeline), return_state=True)
+    assert state.is_completed(), state.message
+    results = state.result()
+    assert set(results) == STAGES
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    assert registry.alias_version("champion", uri) == results["register"]["version"] == "1"
+
+    flow_run, task_runs, artifacts = asyncio.run(_flow_run_details(state.state_details.flow_run_id))
+    assert flow_run.state.is_completed()
+    assert {t.name.rsplit("-", 1)[0] for t in task_runs} == STAGES
+    assert all(t.state.is_completed() for t in task_runs)
+    by_key = {a.key: a for a in artifacts}
+    assert {"validation", "metrics", "mlflow-run", "registry-gate"} <= set(by_key)
+    assert results["train"]["mlflow_run_id"] in by_key["mlflow-run"].data
+    assert "ndcg_at_10" in by_key["metrics"].data
+    assert "Promoted" in by_key["registry-gate"].data
+
+    # a second run on the same data trains the same model: the gate keeps version 1 as champion
+    second = training_flow(str(tiny_pipeline), return_state=True).result()
+    assert second["register"]["version"] == "2"
+    assert not second["register"]["promoted"]
+    assert registry.alias_version("champion", uri) == "1"
+
+
+def test_failed_validation_fails_the_flow_with_the_expectations_message(prefect_harness, tiny_pipeline: Path) -> None:
+    import pandas as pd
+
+    from drlrec.config import load_params
+    from flows.training_flow import training_flow
+
+    params = load_params(tiny_pipeline)
+    raw = Path(params.paths.raw_data)
+    frame = pd.read_csv(raw, header=None)
+    frame[3] = "pv"  # every row still parses (nothing quarantined) but the behaviour mix is impossible
+    frame.to_csv(raw, header=False, index=False)
+
+    state = training_flow(str(tiny_pipeline), return_state=True)
+    assert state.is_failed()
+    assert "failed validation: expect_column_values_to_be_between(share_pv)" in state.message, state.message
+    _, task_runs, artifacts = asyncio.run(_flow_run_details(state.state_details.flow_run_id))
+    ran = {t.name.rsplit("-", 1)[0]: t for t in task_runs}
+    assert ran["validate"].state.is_failed()
+    assert ran["validate"].run_count == 1  # a data failure is never retried
+    assert "train" not in ran and "register" not in ran
+    validation = {a.key: a for a in artifacts}["validation"]
+    assert "FAILED" in validation.data
+    assert registry.alias_version("champion", os.environ["MLFLOW_TRACKING_URI"]) is None
+
+
+# ---------------------------------------------------------------------------------------------- real server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"prefect server at {url} not healthy after {timeout}s")
+
+
+def test_flow_against_a_real_prefect_server_is_read_back_from_its_api(tiny_pipeline: Path, tmp_path: Path) -> None:
+    import httpx
+
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-server-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    bin_dir = Path(sys.executable).parent
+    log = open(tmp_path / "prefect-server.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen(
+        [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        _wait_healthy(api, server)
+        run = subprocess.run(
+            [str(bin_dir / "drlrec"), "flow", "--params", str(tiny_pipeline)],
+            env={**env, "PREFECT_API_URL": api}, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "Test metrics of dqn_lstm" in run.stdout
+
+        runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 10}, timeout=10).json()
+        assert len(runs) == 1
+        flow_run = runs[0]
+        assert flow_run["state_type"] == "COMPLETED"
+        assert httpx.get(f"{api}/flows/{flow_run['flow_id']}", timeout=10).json()["name"] == "training-flow"
+        tasks = httpx.post(
+            f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run["id"]]}}}, timeout=10
+        ).json()
+        assert {t["name"].rsplit("-", 1)[0] for t in tasks} == STAGES
+        assert {t["state_type"] for t in tasks} == {"COMPLETED"}
+        artifacts = httpx.post(
+            f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}}, timeout=10
+        ).json()
+        assert {"validation", "metrics", "mlflow-run", "registry-gate"} <= {a["key"] for a in artifacts}
+    finally:
+        server.send_signal(signal.SIGINT)  # stop by PID: the process we started, and its session
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+        log.close()
+    assert server.returncode is not None
