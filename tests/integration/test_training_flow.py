@@ -23,7 +23,12 @@ STAGES = {"ingest", "validate", "featurize", "train", "evaluate", "register"}
 
 async def _flow_run_details(flow_run_id):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
 
     async with get_client() as client:
         flow_run = await client.read_flow_run(flow_run_id)
