@@ -32,9 +32,9 @@ data: setup  ## generate data/UserBehavior.csv (the embedded default) unless it 
 repro: data  ## run the DVC pipeline
 	$(BIN)/dvc repro
 
-run: repro  ## the main job: generate the default data if missing, dvc repro, show status
+run: repro  ## the main job: default data, dvc repro (ingest ... register), then the metrics, artifacts and UIs
 	$(BIN)/dvc status
-	@echo "artifacts: $$(ls artifacts | tr '\n' ' ')"
+	$(BIN)/drlrec summary
 
 test: setup  ## run the test suite
 	$(BIN)/pytest -q
