@@ -57,6 +57,7 @@ class GuardMiddleware:
                     self._record(scope, 413, started)
                     return
         seen = 0
+        too_big = {"flag": False, "replaced": False}
 
         async def limited_receive():
             nonlocal seen
@@ -64,10 +65,18 @@ class GuardMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
+                    too_big["flag"] = True
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message):
+            # the framework may turn the read error into its own 400: answer 413 instead
+            if too_big["flag"]:
+                if message["type"] == "http.response.start" and not too_big["replaced"]:
+                    too_big["replaced"] = True
+                    status["code"], status["sent"] = 413, True
+                    await self._json(send, 413, f"request body larger than serve.max_body_bytes={self.max_body}")
+                return
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 status["sent"] = True

@@ -99,3 +99,31 @@ class ModelStore:
                 changed[alias] = {"from": current.version if current else None, "to": model.version}
                 log.info("serving %s version %s", alias, model.version)
             return {"changed": changed, "versions": self.versions(), "errors": dict(self.last_error)}
+
+
+class BundleDirSource:
+    """Bundle folders on disk as a registry stand-in (development and tests): alias -> (version, folder).
+    `set(alias, version, folder)` moves an alias, as a promotion in the registry would."""
+
+    def __init__(self, aliases: dict[str, tuple[str, str]]) -> None:
+        self._aliases = dict(aliases)
+        self._lock = threading.Lock()
+
+    def set(self, alias: str, version: str, folder: str) -> None:
+        with self._lock:
+            self._aliases[alias] = (str(version), str(folder))
+
+    def version(self, alias: str) -> str | None:
+        with self._lock:
+            entry = self._aliases.get(alias)
+        return None if entry is None else entry[0]
+
+    def load(self, alias: str) -> Any:
+        from drlrec.bundle import load_bundle
+        from drlrec.errors import RegistryError
+
+        with self._lock:
+            entry = self._aliases.get(alias)
+        if entry is None:
+            raise RegistryError(f"alias {alias!r} is not set")
+        return load_bundle(entry[1], version=entry[0])
