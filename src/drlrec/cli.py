@@ -78,7 +78,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from drlrec.stages import train_stage
 
     if args.model == "dqn_lstm":
-        train_stage(_load(args), features_dir=args.features, out_dir=args.out)
+        train_stage(_load(args), features_dir=args.features, out_dir=args.out, distributed=args.distributed)
+    elif args.distributed:
+        from drlrec.errors import ConfigError
+
+        raise ConfigError("--distributed trains the DQN-LSTM only (not --model " + args.model + ")")
     else:
         from drlrec.stages import train_baseline_stage
 
@@ -316,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--features", type=Path, default=None, help="featurize output folder (default: paths.features)"
     )
     p.add_argument("--out", type=Path, default=None, help="model folder (default: paths.model; artifacts/models/NAME for --model)")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="DistributedDataParallel under torchrun (gloo on CPU, NCCL on GPU; params scale:): "
+        "python -m torch.distributed.run --nproc_per_node N -m drlrec.cli train --distributed",
+    )
     p = add(
         "evaluate",
         cmd_evaluate,

@@ -172,9 +172,32 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def train_stage(params: Params, features_dir: str | Path | None = None, out_dir: str | Path | None = None):
+def train_stage(
+    params: Params,
+    features_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    distributed: bool = False,
+):
     """Train the DQN-LSTM on the featurize outputs; write DIR/model.pt, meta.json, curves, and
-    train_metrics.json; log everything to MLflow. A killed run resumes from its last checkpoint."""
+    train_metrics.json; log everything to MLflow. A killed run resumes from its last checkpoint.
+
+    `distributed` (run under torchrun): DistributedDataParallel over the torchrun processes (see
+    drlrec.distributed); rank 0 writes the outputs and logs to MLflow, train_metrics.json gains `ddp`."""
+    if not distributed:
+        return _train_stage(params, features_dir, out_dir, None)
+    from drlrec.distributed import init_distributed, shutdown
+    from drlrec.errors import ConfigError
+
+    if params.train.mode != "offline":
+        raise ConfigError("--distributed trains on logged transitions: set train.mode=offline")
+    ddp = init_distributed(params.scale, params.train.device)
+    try:
+        return _train_stage(params, features_dir, out_dir, ddp)
+    finally:
+        shutdown(ddp)
+
+
+def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str | Path | None, ddp):
     import dataclasses
     import shutil
 
@@ -199,6 +222,14 @@ def train_stage(params: Params, features_dir: str | Path | None = None, out_dir:
     config = params_to_dict(params)
     key = _fingerprint(config["model"], config["train"], config["base"]["seed"], report)
     checkpoint = Path(params.paths.checkpoints) / "dqn_lstm.pt"
+    if ddp is not None:  # each rank resumes its own shard's priorities and RNGs, only at the same world size
+        key = _fingerprint(key, ddp.world_size, config["scale"]["ddp_lr_scaling"])
+        checkpoint = checkpoint.with_name(f"dqn_lstm.rank{ddp.rank}.pt")
+        if not ddp.is_main:
+            return fit_dqn_lstm(
+                train, valid, n_items, n_categories, params.model, params.train, params.base.seed,
+                checkpoint_path=checkpoint, resume_key=key, ddp=ddp,
+            )
     online = params.train.mode == "online"
     with start_run(f"train-dqn_lstm-{params.train.mode}", tags={"model": "dqn_lstm", "stage": "train", "mode": params.train.mode}) as run:
         run.log_params(config)
@@ -219,6 +250,7 @@ def train_stage(params: Params, features_dir: str | Path | None = None, out_dir:
             fit = fit_dqn_lstm(
                 train, valid, n_items, n_categories, params.model, params.train, params.base.seed,
                 checkpoint_path=checkpoint, resume_key=key, track=run.log_metrics, progress=params.base.progress,
+                ddp=ddp,
             )
         out.mkdir(parents=True, exist_ok=True)
         fit.model.save(out / "model.pt")
@@ -259,6 +291,7 @@ def train_stage(params: Params, features_dir: str | Path | None = None, out_dir:
                 else {}
             ),
             "stopped_early": fit.train.stopped_early,
+            **({"ddp": fit.train.ddp} if ddp is not None else {}),
         }
         write_json(
             params.paths.train_metrics,
@@ -273,6 +306,11 @@ def train_stage(params: Params, features_dir: str | Path | None = None, out_dir:
                 **fit.valid_metrics,
                 **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()},
                 "train/seconds": fit.seconds,
+                **(
+                    {"ddp/world_size": ddp.world_size, "ddp/effective_batch_size": fit.train.ddp["effective_batch_size"]}
+                    if ddp is not None
+                    else {}
+                ),
             }
         )
         run.log_artifact(curves)

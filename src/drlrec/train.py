@@ -1,6 +1,6 @@
 """Training loops for the DQN-LSTM: offline (logged transitions) and online (SimulatedEnv episodes).
 
-The Double-DQN update is `dqn_update`, one function read top to bottom. Loops add prioritized replay,
+The Double-DQN loss is `DQNLoss.forward`, read top to bottom; `dqn_update` takes one optimizer step with it. Loops add prioritized replay,
 the epsilon and beta schedules, periodic validation with early stopping, and checkpoints that capture
 every piece of state (weights, target, optimizer, replay priorities, RNGs), so a killed run resumes
 to exactly the weights an uninterrupted run reaches.
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from drlrec.config import TrainConfig
+from drlrec.distributed import DDPContext
 from drlrec.models.base import FIRST_REAL_ITEM, StateBatch
 from drlrec.models.dqn_lstm import DQNLSTM, QNetwork, TensorStates
 from drlrec.rl.replay import PrioritizedSampler, UniformSampler, linear_schedule
@@ -66,29 +67,31 @@ def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) 
             p_target.mul_(1.0 - tau).add_(p_source, alpha=tau)
 
 
-def dqn_update(
-    online: QNetwork,
-    target: QNetwork,
-    optimizer: torch.optim.Optimizer,
-    batch: TransitionBatch,
-    cfg: TrainConfig,
-    device: torch.device,
-    scaler: torch.amp.GradScaler | None = None,
-) -> UpdateResult:
-    """One Double-DQN step (+ the optional SQN cross-entropy) on a batch of logged or replayed transitions."""
-    state = TensorStates(batch.state, device)
-    next_state = TensorStates(batch.next_state, device)
-    action = torch.as_tensor(batch.action, dtype=torch.long, device=device)  # [B]
-    reward = torch.as_tensor(batch.reward, dtype=torch.float32, device=device)  # [B]
-    discount = torch.as_tensor(batch.discount, dtype=torch.float32, device=device)  # [B]
-    weight = torch.as_tensor(batch.weight, dtype=torch.float32, device=device)  # [B]
-    use_amp = scaler is not None and device.type == "cuda"
+class DQNLoss(torch.nn.Module):
+    """The Double-DQN (+ SQN cross-entropy) loss of a batch, as a module so that DistributedDataParallel
+    can wrap it: its forward runs the online network, whose gradients DDP averages over the ranks. The
+    target network is kept out of the module's parameters (never trained, never synchronised)."""
 
-    # the actions scored in this update: every item, or the batch's actions + uniform samples
-    candidates, target_index = candidate_items(action, online.n_items, cfg.candidates, device)
+    def __init__(self, online: QNetwork, target: QNetwork, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.online = online
+        self._target = (target,)  # a tuple, so it is not registered as a submodule
+        self.cfg = cfg
 
-    online.train()
-    with torch.autocast(device_type=device.type, enabled=use_amp):
+    def forward(
+        self,
+        state: TensorStates,
+        next_state: TensorStates,
+        action: torch.Tensor,  # [B] logged item
+        reward: torch.Tensor,  # [B]
+        discount: torch.Tensor,  # [B] gamma^n, 0 after the episode's end
+        weight: torch.Tensor,  # [B] importance-sampling weights
+        ce_mask: torch.Tensor | None,  # [B] CE positives (None = all)
+        candidates: torch.Tensor,  # [C] items scored in this update
+        target_index: torch.Tensor,  # [B] position of each action in candidates
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, td_loss, ce_loss, q_taken [B], td_error [B])."""
+        online, target, cfg = self.online, self._target[0], self.cfg
         encoded = online.encode(state)  # phi: [B, d]
         q_taken = online.q_of_actions(encoded, action).float()  # [B] Q(s, a) of the logged action
 
@@ -102,18 +105,51 @@ def dqn_update(
 
         td_error = target_q - q_taken
         td_loss = (weight * F.huber_loss(q_taken, target_q, reduction="none", delta=cfg.huber_delta)).mean()
-        ce_loss = torch.zeros((), device=device)
+        ce_loss = torch.zeros((), device=q_taken.device)
         if cfg.ce_weight > 0:
             # SQN: supervised next-item cross-entropy on the same state representation
             logits = online.ce_logits_of(encoded, candidates).float()
-            if batch.ce_mask is None:
+            if ce_mask is None:
                 ce_loss = F.cross_entropy(logits, target_index)
             else:  # online: only items the user acted on are next-item positives (ignored lists are not)
-                mask = torch.as_tensor(batch.ce_mask, dtype=torch.float32, device=device)
                 ce_loss = (
-                    F.cross_entropy(logits, target_index, reduction="none") * mask
-                ).sum() / mask.sum().clamp(min=1.0)
-        loss = td_loss + cfg.ce_weight * ce_loss
+                    F.cross_entropy(logits, target_index, reduction="none") * ce_mask
+                ).sum() / ce_mask.sum().clamp(min=1.0)
+        return td_loss + cfg.ce_weight * ce_loss, td_loss, ce_loss, q_taken, td_error
+
+
+def dqn_update(
+    online: QNetwork,
+    target: QNetwork,
+    optimizer: torch.optim.Optimizer,
+    batch: TransitionBatch,
+    cfg: TrainConfig,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None = None,
+    loss_module: torch.nn.Module | None = None,
+) -> UpdateResult:
+    """One Double-DQN step (+ the optional SQN cross-entropy) on a batch of logged or replayed transitions.
+
+    `loss_module`: the DQNLoss of `online` and `target` wrapped in DistributedDataParallel (`--distributed`),
+    so that backward averages the gradients over the ranks; None computes the same loss unwrapped."""
+    state = TensorStates(batch.state, device)
+    next_state = TensorStates(batch.next_state, device)
+    action = torch.as_tensor(batch.action, dtype=torch.long, device=device)  # [B]
+    reward = torch.as_tensor(batch.reward, dtype=torch.float32, device=device)  # [B]
+    discount = torch.as_tensor(batch.discount, dtype=torch.float32, device=device)  # [B]
+    weight = torch.as_tensor(batch.weight, dtype=torch.float32, device=device)  # [B]
+    ce_mask = None if batch.ce_mask is None else torch.as_tensor(batch.ce_mask, dtype=torch.float32, device=device)
+    use_amp = scaler is not None and device.type == "cuda"
+
+    # the actions scored in this update: every item, or the batch's actions + uniform samples
+    candidates, target_index = candidate_items(action, online.n_items, cfg.candidates, device)
+
+    online.train()
+    loss_module = loss_module if loss_module is not None else DQNLoss(online, target, cfg)
+    with torch.autocast(device_type=device.type, enabled=use_amp):
+        loss, td_loss, ce_loss, q_taken, td_error = loss_module(
+            state, next_state, action, reward, discount, weight, ce_mask, candidates, target_index
+        )
 
     optimizer.zero_grad(set_to_none=True)
     if use_amp:
@@ -176,6 +212,7 @@ class TrainResult:
     resumed_from: int | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
     evaluations: list[dict[str, float]] = field(default_factory=list)
+    ddp: dict[str, Any] = field(default_factory=dict)  # --distributed: world size, per-rank checksums, losses
 
     def log(self, **values: float) -> None:
         for key, value in values.items():
@@ -227,19 +264,38 @@ def train_offline(
     progress: bool = False,
     stop_after: int | None = None,
     resume_key: str = "",
+    ddp: DDPContext | None = None,
 ) -> TrainResult:
     """Offline Double DQN on logged transitions with prioritized replay over the whole dataset.
 
     `stop_after` ends the loop after that many steps of *this call* (used to simulate a killed run);
     the checkpoint at `checkpoint_path` makes the next call continue where the last one saved, but only
     if it was written with the same `resume_key` (a fingerprint of the config and the data).
+
+    With `ddp` (under torchrun) each rank replays its own shard of the transitions (every world_size-th
+    one) with its own priorities and batch of cfg.batch_size, DistributedDataParallel averages the
+    gradients (effective batch world_size * batch_size), and rank 0 evaluates for every rank; each rank
+    checkpoints to its own `checkpoint_path`.
     """
     from tqdm import tqdm
 
     device = model.device
-    online, target, optimizer, scaler, sampler = _learner(model, cfg, seed, len(data))
-    sampler.reset(len(data))
-    rng = np.random.default_rng(seed)
+    main = ddp is None or ddp.is_main
+    shard = None if ddp is None else np.arange(ddp.rank, len(data), ddp.world_size)  # this rank's transitions
+    size = len(data) if shard is None else len(shard)
+    online, target, optimizer, scaler, sampler = _learner(model, cfg, seed, size)
+    sampler.reset(size)
+    rng = np.random.default_rng(seed if ddp is None else seed + 1_000_003 * ddp.rank)
+    loss_module = None
+    if ddp is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        torch.manual_seed(seed + ddp.rank)  # own candidate samples and dropout masks per rank
+        loss_module = DistributedDataParallel(
+            DQNLoss(online, target, cfg),
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=True,  # heads a config leaves out (dueling, CE) get no gradient
+        )
     result = TrainResult()
     best_state: dict[str, torch.Tensor] | None = None
     evals_without_gain = 0
@@ -299,7 +355,7 @@ def train_offline(
     bar = tqdm(
         range(start, cfg.steps + 1),
         desc="train (offline)",
-        disable=None if progress else True,
+        disable=None if progress and main else True,
         leave=False,
         initial=start - 1,
         total=cfg.steps,
@@ -308,8 +364,9 @@ def train_offline(
     for step in bar:
         beta = linear_schedule(cfg.per_beta_start, cfg.per_beta_end, cfg.steps, step)
         sample = sampler.sample(cfg.batch_size, beta, rng)
-        batch = data.gather(sample.index, cfg.n_step, cfg.gamma)._replace(weight=sample.weight)
-        update = dqn_update(online, target, optimizer, batch, cfg, device, scaler)
+        index = sample.index if shard is None else shard[sample.index]
+        batch = data.gather(index, cfg.n_step, cfg.gamma)._replace(weight=sample.weight)
+        update = dqn_update(online, target, optimizer, batch, cfg, device, scaler, loss_module)
         sampler.update(sample.index, update.td_error)
         update_target(online, target, cfg, step)
 
@@ -322,7 +379,7 @@ def train_offline(
         }
         result.log(step=step, **metrics)
         result.steps_done = step
-        if track is not None and (step % 10 == 0 or step == cfg.steps):
+        if track is not None and main and (step % 10 == 0 or step == cfg.steps):
             track(metrics, step)
         bar.set_postfix(
             loss=f"{update.td_loss + cfg.ce_weight * update.ce_loss:.3f}",
@@ -330,10 +387,12 @@ def train_offline(
         )
 
         if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-            scores = evaluate(model)
+            scores = evaluate(model) if main else None
+            if ddp is not None:  # every rank takes rank 0's score: they stop at the same step
+                scores = ddp.broadcast(scores)
             scores["step"] = step
             result.evaluations.append(scores)
-            if track is not None:
+            if track is not None and main:
                 track({k: v for k, v in scores.items() if k != "step"}, step)
             if scores[metric] > result.best_metric:
                 result.best_metric, result.best_step = scores[metric], step
@@ -353,7 +412,34 @@ def train_offline(
     bar.close()
     if best_state is not None:
         online.load_state_dict(best_state)  # early stopping keeps the best validated weights
+    if ddp is not None:
+        result.ddp = _ddp_summary(ddp, result, online, cfg)
     return result
+
+
+def _ddp_summary(ddp: DDPContext, result: TrainResult, online: QNetwork, cfg: TrainConfig) -> dict[str, Any]:
+    """What a distributed run reports: the effective batch and learning rate, every rank's parameter
+    checksums (equal: the ranks stayed in sync) and the loss over the first and last tenth of the steps,
+    averaged over the ranks."""
+    from drlrec.distributed import parameter_checksums
+
+    loss = np.asarray(result.history.get("train/td_loss", [])) + cfg.ce_weight * np.asarray(
+        result.history.get("train/ce_loss", [])
+    )
+    tenth = max(1, len(loss) // 10)
+    checksums = ddp.gather(parameter_checksums(online))
+    return {
+        "world_size": ddp.world_size,
+        "backend": ddp.backend,
+        "batch_size_per_rank": cfg.batch_size,
+        "effective_batch_size": cfg.batch_size * ddp.world_size,
+        "lr": cfg.lr,
+        "lr_scaling": ddp.lr_scaling,
+        "param_checksums": checksums,
+        "params_in_sync": all(np.allclose(c, checksums[0], rtol=1e-6, atol=1e-9) for c in checksums),
+        "loss_first_tenth": ddp.mean(float(loss[:tenth].mean())) if len(loss) else float("nan"),
+        "loss_last_tenth": ddp.mean(float(loss[-tenth:].mean())) if len(loss) else float("nan"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- online
@@ -579,8 +665,13 @@ def fit_dqn_lstm(
     resume_key: str = "",
     track: Tracker | None = None,
     progress: bool = False,
+    ddp: DDPContext | None = None,
 ) -> FitResult:
-    """Build and train a DQN-LSTM on logged transitions (features.Transitions for train and valid)."""
+    """Build and train a DQN-LSTM on logged transitions (features.Transitions for train and valid).
+
+    With `ddp` the learning rate is scaled by scale.ddp_lr_scaling and the final validation runs on rank
+    0 only (the other ranks return empty metrics)."""
+    import dataclasses
     import time
 
     from drlrec.models.popularity import Popularity
@@ -588,7 +679,9 @@ def fit_dqn_lstm(
 
     started = time.perf_counter()
     torch.manual_seed(seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if ddp is None else ddp.device
+    if ddp is not None:
+        cfg = dataclasses.replace(cfg, lr=cfg.lr * ddp.lr_factor())
     score_with = "ce" if cfg.ce_weight > 0 else "q"
     model = DQNLSTM(n_items, n_categories, model_cfg, device=device, score_with=score_with)
     evaluate, _ = validation_evaluator(valid, cfg.eval_max_events, seed)
@@ -602,7 +695,10 @@ def fit_dqn_lstm(
         track=track,
         progress=progress,
         resume_key=resume_key,
+        ddp=ddp,
     )
+    if ddp is not None and not ddp.is_main:
+        return FitResult(model, result, {}, {}, time.perf_counter() - started)
     valid_metrics = evaluate(model)
     popularity = Popularity(n_items).fit(train.action_item)
     return FitResult(model, result, valid_metrics, evaluate(popularity), time.perf_counter() - started)
