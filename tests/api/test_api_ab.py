@@ -1,0 +1,177 @@
+"""A/B test simulated end to end: SimulatedEnv users get lists from the API, act on them through
+POST /interaction, and `drlrec ab report` must find the better variant. Plus the statistics and the pieces."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ARTIFACTS, AUTH, TOKEN, make_params, write_params_yaml
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def test_assignment_is_deterministic_and_follows_the_split():
+    from drlrec.config import ABConfig, VariantConfig
+    from drlrec.serving.abtest import assign_variant
+
+    cfg = ABConfig(variants=(VariantConfig("a", "champion", 0.2), VariantConfig("b", "challenger", 0.8)), control="a")
+    first = [assign_variant(u, cfg).name for u in range(20000)]
+    assert first == [assign_variant(u, cfg).name for u in range(20000)]
+    assert abs(first.count("a") / 20000 - 0.2) < 0.015
+    other = ABConfig(salt="another", variants=cfg.variants, control="a")
+    assert first != [assign_variant(u, other).name for u in range(20000)]
+
+
+def test_report_statistics_on_known_logs():
+    from drlrec.config import ABConfig, VariantConfig
+    from drlrec.serving.abtest import ab_report, two_proportion_z, wilson_interval
+
+    z, p = two_proportion_z(100, 1000, 150, 1000)
+    assert z == pytest.approx(0.05 / np.sqrt(0.125 * 0.875 * 0.002)) and p == pytest.approx(0.000723, abs=2e-6)
+    lo, hi = wilson_interval(10, 100, 0.95)
+    assert (lo, hi) == pytest.approx((0.0552, 0.1744), abs=1e-3)
+    cfg = ABConfig(variants=(VariantConfig("a", "champion", 0.5), VariantConfig("b", "champion", 0.5)), control="a")
+    # 300 users of a, 100 users of b: a 50/50 split this uneven is a sample-ratio mismatch
+    exposures = pd.DataFrame({
+        "served_at": 100.5, "user_id": np.arange(400), "variant": ["a"] * 300 + ["b"] * 100, "alias": "champion",
+        "model_version": "1", "fallback": "", "cached": 0, "items": "7 8 9",
+    })
+    clicks = pd.DataFrame({"user_id": [0, 1, 300, 301, 302, 5], "item_id": [8, 9, 7, 7, 99, 8],
+                           "category_id": 1, "behavior_type": ["pv", "buy", "pv", "buy", "pv", "pv"],
+                           "timestamp": [101, 100, 100, 200, 100, 99]})
+    report = ab_report(exposures, clicks, cfg)
+    a, b = report["variants"]["a"], report["variants"]["b"]
+    # user 5 acted before the list was shown and user 302 on an item not shown: neither counts
+    assert (a["clicked"], a["converted"], b["clicked"], b["converted"]) == (2, 1, 2, 1)
+    assert report["srm"]["mismatch"] is True and report["srm"]["observed"] == [300, 100]
+
+
+def test_simulated_ab_test_finds_the_better_variant(tmp_path, source, capsys):
+    """Variant `model` (the trained DQN-LSTM) against `popularity` (its popularity list), 50/50."""
+    from fastapi.testclient import TestClient
+
+    from drlrec.cli import main
+    from drlrec.config import EnvConfig
+    from drlrec.rl.envs import simulated_env
+    from drlrec.rl.simulator import UserSimulator
+    from drlrec.serving.app import create_app
+
+    sim_path = ARTIFACTS / "simulator" / "simulator.npz"
+    if not sim_path.is_file():
+        pytest.skip("artifacts/simulator/simulator.npz is missing (drlrec simulate)")
+    params = make_params(
+        tmp_path, serve={"poll_seconds": 0},
+        ab={"experiment": "model-vs-popularity", "control": "popularity", "variants": [
+            {"name": "popularity", "alias": "champion", "traffic": 0.5, "policy": "popularity"},
+            {"name": "model", "alias": "champion", "traffic": 0.5, "policy": "model"}]},
+    )
+    params_path = write_params_yaml(params, tmp_path / "params.yaml")
+    bundle = source.load("champion")
+    env = simulated_env(ARTIFACTS / "features", UserSimulator.load(sim_path), EnvConfig(k=10, max_steps=5))
+    rng = np.random.default_rng(7)
+    users = np.arange(50_000_000, 50_000_120)
+    session = env.start_batch(len(users), rng)
+    states = env.batch_states(session)
+    now = int(time.time())
+    app = create_app(params, source=source, redis_url="", api_token=TOKEN)
+    with TestClient(app) as client:
+        # each simulated user's start state becomes their history in the service
+        raw_items = bundle.item_vocab.decode(states.item_seq)
+        raw_categories = bundle.category_vocab.decode(states.category_seq)
+        for row, user in enumerate(users):
+            seq_len = states.item_seq.shape[1]
+            for pos in range(seq_len):
+                if raw_items[row, pos] < 0 or raw_categories[row, pos] < 0:
+                    continue  # padding or an item unknown to the vocabulary
+                r = client.post("/interaction", headers=AUTH, json={
+                    "user_id": int(user), "item_id": int(raw_items[row, pos]), "category_id": int(raw_categories[row, pos]),
+                    "behavior_type": ("pv", "cart", "fav", "buy")[states.behavior_seq[row, pos] - 1],
+                    "timestamp": now - 60 * (seq_len - pos)})
+                assert r.status_code == 202
+        while not session.finished.all():
+            lists = np.zeros((len(users), 10), dtype=np.int64)
+            for row in np.flatnonzero(~session.finished):
+                body = client.get(f"/recommendations/{users[row]}", params={"k": 10}).json()
+                ids = bundle.item_vocab.encode(np.array([it["item_id"] for it in body["items"]], dtype=np.int64))
+                lists[row, : len(ids)] = ids
+            out = env.step_batch(session, lists, rng)
+            for row in np.flatnonzero(out.item >= 0):
+                item = int(out.item[row])
+                r = client.post("/interaction", headers=AUTH, json={
+                    "user_id": int(users[row]), "item_id": int(bundle.item_vocab.decode(item)),
+                    "category_id": int(bundle.category_vocab.decode(bundle.item_category[item])),
+                    "behavior_type": ("pv", "cart", "fav", "buy")[int(out.behavior[row])]})
+                assert r.status_code == 202
+        results = client.get("/ab/results").json()
+    assert main(["ab", "report", "--params", str(params_path)]) == 0
+    printed = capsys.readouterr().out
+    print(printed)
+    report = json.loads((tmp_path / "ab_report.json").read_text())
+    assert report["winner_by_ctr"] == "model", printed
+    ctr = next(t for t in report["tests"] if t["metric"] == "ctr")
+    assert ctr["variant"] == "model" and ctr["significant"] and ctr["difference"] > 0
+    assert report["srm"]["mismatch"] is False
+    assert results["variants"]["model"]["exposures"] == report["variants"]["model"]["exposures"]
+    assert "better variant by CTR: model" in printed
+
+
+def test_circuit_breaker_opens_and_recovers():
+    from drlrec.serving.cache import CircuitBreaker
+
+    now = [0.0]
+    breaker = CircuitBreaker(failures=2, reset_seconds=5, clock=lambda: now[0])
+    assert breaker.allow()
+    breaker.failure()
+    assert breaker.state == "closed"
+    breaker.failure()
+    assert breaker.state == "open" and not breaker.allow()
+    now[0] = 5.0
+    assert breaker.allow() and not breaker.allow()  # one trial call only
+    breaker.failure()
+    assert breaker.state == "open"
+    now[0] = 10.0
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state == "closed" and breaker.allow()
+
+
+def test_lru_evicts_and_expires():
+    from drlrec.serving.cache import LRUCache
+
+    lru = LRUCache(2)
+    lru.set(1, "f", "one", expires_at=10)
+    lru.set(2, "f", "two", expires_at=10)
+    assert lru.get(1, "f", now=0) == "one"
+    lru.set(3, "f", "three", expires_at=10)  # user 2 is the least recently used
+    assert lru.get(2, "f", now=0) is None and lru.get(1, "f", now=0) == "one"
+    assert lru.get(1, "f", now=11) is None
+    lru.invalidate(3)
+    assert lru.get(3, "f", now=0) is None
+
+
+def test_interaction_log_cuts_a_torn_last_line(tmp_path):
+    from drlrec.serving.abtest import read_interactions
+    from drlrec.serving.eventlog import InteractionLog
+
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"1,2,3,pv,100\n4,5,6,bu")
+    log = InteractionLog(path)
+    assert log.repaired_bytes == len(b"4,5,6,bu")
+    log.append(7, 8, 9, "buy", 200)
+    log.close()
+    assert path.read_text() == "1,2,3,pv,100\n7,8,9,buy,200\n"
+    assert read_interactions(path)["item_id"].tolist() == [2, 8]
+
+
+def test_last_events_per_user_is_vectorized_and_right():
+    from drlrec.serving.state import last_events_per_user
+
+    user = np.array([5, 5, 5, 2, 2, 9])
+    item = np.array([1, 2, 3, 4, 5, 6])
+    base = last_events_per_user(user, item, item * 10, np.zeros(6), np.arange(6), keep=2)
+    assert base.users.tolist() == [2, 5, 9] and base.total.tolist() == [2, 3, 1]
+    assert base.item_id.tolist() == [4, 5, 2, 3, 6] and base.offsets.tolist() == [0, 2, 4, 5]
