@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run data repro test lint bench clean help
+.PHONY: setup run data repro test lint bench clean help system-tools
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -36,7 +36,19 @@ run: repro  ## the main job: default data, dvc repro (ingest ... register), then
 	$(BIN)/dvc status
 	$(BIN)/drlrec summary
 
-test: setup  ## run the test suite
+# Real services and tools the tests and `make serve` use: Debian's redis-server, wrk (load generator) and
+# chromium (headless report screenshots). Installed with apt when missing and we are root; otherwise the
+# tests that need them skip with the reason (CI sets DRLREC_REQUIRE_SYSTEM_TOOLS=1, which makes it fail).
+SYSTEM_TOOLS := redis-server:redis-server wrk:wrk chromium:chromium
+system-tools:  ## apt-get install redis-server, wrk and chromium when missing (needs root)
+	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing system tools:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing fonts-dejavu-core >/dev/null; \
+	else echo "note: missing$$missing (not root or no apt-get): the tests that need them will skip"; fi
+
+test: setup system-tools  ## run the test suite
 	$(BIN)/pytest -q
 
 lint: setup  ## ruff
