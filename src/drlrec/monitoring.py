@@ -651,3 +651,28 @@ def read_exposures(path: str | Path) -> pd.DataFrame | None:
         return None
     frame = pd.read_csv(path, dtype={"items": str}, keep_default_na=False, on_bad_lines="skip")
     return frame if len(frame) else None
+
+
+def load_window(params, current: str | Path | None = None, window_days: float | None = None) -> pd.DataFrame:
+    """The current window: the last window_days (default monitor.window_days) of the interaction log
+    (default paths.interactions) or of a raw batch."""
+    days = params.monitor.window_days if window_days is None else window_days
+    return window_of(read_interactions(current or params.paths.interactions), days)
+
+
+def monitor_window(
+    params,
+    window: pd.DataFrame,
+    exposures: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    use_registry: bool = True,
+) -> tuple[MonitorRun, Path, ChampionContext]:
+    """Report on one window against the training period and write it; returns the run, the report folder
+    and where the champion's vocabulary came from."""
+    champion = champion_context(params, tracking_uri=tracking_uri, use_registry=use_registry)
+    run = monitor(
+        training_reference(params), window, champion.known_items, params.monitor, params.featurize,
+        exposures=read_exposures(exposures or params.paths.exposures), offline_hr=champion.offline_hr,
+    )  # fmt: skip
+    return run, write_report(run, out_dir or params.paths.monitoring), champion

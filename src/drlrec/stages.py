@@ -751,20 +751,13 @@ def monitor_stage(
 ):
     """Drift report of a window of interactions (default: the last monitor.window_days of
     paths.interactions) against the training period; returns (MonitorResult, report folder)."""
-    import dataclasses
-
     from drlrec import monitoring
 
-    cfg = params.monitor if window_days is None else dataclasses.replace(params.monitor, window_days=window_days)
     current_path = Path(current or params.paths.interactions)
-    window = monitoring.window_of(monitoring.read_interactions(current_path), cfg.window_days)
-    champion = monitoring.champion_context(params, tracking_uri=tracking_uri, use_registry=use_registry)
-    exposure_log = monitoring.read_exposures(exposures or params.paths.exposures)
-    run = monitoring.monitor(
-        monitoring.training_reference(params), window, champion.known_items, cfg, params.featurize,
-        exposures=exposure_log, offline_hr=champion.offline_hr,
-    )  # fmt: skip
-    folder = monitoring.write_report(run, out_dir or params.paths.monitoring)
+    window = monitoring.load_window(params, current_path, window_days)
+    run, folder, champion = monitoring.monitor_window(
+        params, window, exposures=exposures, out_dir=out_dir, tracking_uri=tracking_uri, use_registry=use_registry
+    )
     _say(f"monitor: {len(window):,} interactions of {current_path} vs the training period ({champion.source})")
     _say(f"monitor: {run.result.decision_line()}")
     _say(f"monitor: report {folder / 'report.html'}")
