@@ -45,15 +45,11 @@ def test_report_files_and_self_contained_html(report: Path) -> None:
     assert decision.startswith("drift: ") and decision.count("\n") == 1
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_headless_chromium_screenshot_shows_the_drift_table(report: Path, tmp_path: Path) -> None:
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (apt-get install chromium); the HTML checks above still ran")
+    from conftest import system_tool  # skips without chromium (fails under DRLREC_REQUIRE_SYSTEM_TOOLS=1)
     from matplotlib.image import imread
+
+    browser = shutil.which("chromium-browser") or system_tool("chromium")
 
     shot = tmp_path / "report.png"
     command = [browser, "--headless", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=10000",
