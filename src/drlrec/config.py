@@ -72,12 +72,22 @@ class PathsConfig:
     """`drlrec register`: the model bundle (network + vocabularies + statistics) that was registered."""
     registry: str = "artifacts/registry.json"
     """`drlrec register`: the gate's decision for the newest version (version, both metrics, promoted?)."""
-    partitions: str = "artifacts/partitions"
-    """Working folder of the partitioned ingest and featurize (scale.partitions > 1): per-partition files,
-    removed when the combined outputs are written. Must be shared storage for a remote Dask cluster."""
     monitoring: str = "artifacts/monitoring"
     """`drlrec monitor`: one folder per monitored window (report.html, report.json, decision.txt) and the
     monitoring flow's state.json (debounce)."""
+    interactions: str = "artifacts/interactions.csv"
+    """The serving API's durable interaction log: every acknowledged POST /interaction, one header-less
+    row in the raw data's schema (user_id,item_id,category_id,behavior_type,timestamp), fsynced before
+    the 202; `drlrec ingest --input` reads it as it reads the raw log."""
+    exposures: str = "artifacts/exposures.csv"
+    """The serving API's exposure log (A/B tests): one row per served list with its variant, alias, model
+    version, fallback and the raw item ids shown."""
+    ab_report: str = "artifacts/ab_report.json"
+    """`drlrec ab report`: per-variant CTR and conversion with CIs, z-tests against the control and the
+    sample-ratio-mismatch check."""
+    partitions: str = "artifacts/partitions"
+    """Working folder of the partitioned ingest and featurize (scale.partitions > 1): per-partition files,
+    removed when the combined outputs are written. Must be shared storage for a remote Dask cluster."""
 
 
 @dataclass(frozen=True)
@@ -686,6 +696,86 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """serve: the FastAPI recommendation service (`drlrec serve`, drlrec.serving)."""
+
+    host: str = "127.0.0.1"
+    """Interface uvicorn binds (127.0.0.1: local only)."""
+    port: int = 8000
+    """TCP port of the API."""
+    alias: str = "champion"
+    """Registry alias served when the A/B test is off (ab.enabled false)."""
+    poll_seconds: float = 30.0
+    """Seconds between checks of the registry aliases; a moved alias is loaded beside the old model and
+    swapped in atomically (POST /admin/reload checks at once). 0 turns polling off."""
+    cache_ttl: int = 60
+    """Seconds a user's top-k list stays cached (Redis, or the in-process LRU); 0 disables the cache."""
+    max_k: int = 100
+    """Largest k a client may ask for (more is a 422)."""
+    default_k: int = 10
+    """k when the request names none."""
+    history_events: int = 50
+    """Raw interactions kept per user (Redis list or in process); the state is the last featurize.seq_len
+    of them and the 10-d profile is computed over all of them."""
+    cold_start_min_events: int = 3
+    """Users with fewer known interactions get the popularity list (fallback `cold_start`)."""
+    lru_size: int = 100000
+    """Users whose lists the in-process LRU cache holds (used alone without Redis, and while Redis is down)."""
+    max_body_bytes: int = 16384
+    """Largest request body accepted (more is a 413)."""
+    redis_timeout: float = 0.05
+    """Socket timeout of Redis calls in seconds; a slow Redis counts as a failure for the circuit breaker."""
+    breaker_failures: int = 3
+    """Consecutive Redis failures that open the circuit breaker (the service then skips Redis)."""
+    breaker_reset_seconds: float = 5.0
+    """Seconds the breaker stays open before one trial call checks whether Redis is back."""
+    torch_threads: int = 1
+    """torch intra-op threads of the inference thread."""
+    max_batch: int = 32
+    """Most requests scored in one forward pass: requests that arrive while the model is busy are batched
+    (the item table is then read once for all of them); a lone request is scored at once."""
+    log_exposures: bool = True
+    """Append every served list to paths.exposures (needed by the A/B report and online monitoring)."""
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """One arm of the A/B test."""
+
+    name: str = "champion"
+    """Variant name, as logged with every exposure and reported by `drlrec ab report`."""
+    alias: str = "champion"
+    """Registry alias whose model serves this variant (e.g. champion, challenger)."""
+    traffic: float = 1.0
+    """Share of users assigned to the variant (the shares of all variants must sum to 1)."""
+    policy: Literal["model", "popularity"] = "model"
+    """`model`: the alias's model ranks items; `popularity`: its train-period popularity list (a baseline arm)."""
+
+
+@dataclass(frozen=True)
+class ABConfig:
+    """ab: the A/B test of the serving API: deterministic assignment of users to variants, and the report."""
+
+    enabled: bool = True
+    """false: every user gets serve.alias, logged as variant `serve.alias`."""
+    experiment: str = "champion-vs-challenger"
+    """Name of the experiment (reported; change it together with the salt for a new experiment)."""
+    salt: str = "drlrec-ab-1"
+    """Assignment salt: variant = bucket of sha256(salt:user_id); a new salt reshuffles every user."""
+    variants: tuple[VariantConfig, ...] = (
+        VariantConfig("champion", "champion", 0.5),
+        VariantConfig("challenger", "challenger", 0.5),
+    )
+    """The arms and their traffic split; a variant whose alias cannot be loaded is served by the control."""
+    control: str = "champion"
+    """The variant the others are tested against (z-tests, lift)."""
+    confidence: float = 0.95
+    """Confidence level of the CIs and the two-sided z-tests."""
+    srm_alpha: float = 0.001
+    """Sample-ratio mismatch is flagged when the chi-square p-value of users per variant is below this."""
+
+
+@dataclass(frozen=True)
 class ScaleConfig:
     """scale: data stages on Dask (through Prefect's DaskTaskRunner) and training on torch DDP."""
 
@@ -729,6 +819,8 @@ class Params:
     drift: DriftConfig = field(default_factory=DriftConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    ab: ABConfig = field(default_factory=ABConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------
