@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run data repro test lint bench clean help system-tools
+.PHONY: setup run data repro test lint bench clean help system-tools serve bench-serve
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -60,6 +60,12 @@ bench: setup  ## benchmarks that print figures (not timed tests)
 	$(BIN)/python bench/bench_featurize.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_evaluate.py
+
+serve: setup  ## run the recommendation API with a local redis-server (needs a registered @champion)
+	$(BIN)/drlrec serve --with-redis
+
+bench-serve: setup  ## serving benchmark: real server + wrk, cached and uncached (100k-item model)
+	$(BIN)/python bench/serve/bench_serve.py
 
 clean:  ## remove generated artifacts (not data/, not .venv)
 	rm -rf artifacts .pytest_cache .ruff_cache

@@ -194,6 +194,20 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from drlrec.serving.run import serve_stage
+
+    serve_stage(_load(args), host=args.host, port=args.port, with_redis=args.with_redis)
+    return 0
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    from drlrec.serving.abtest import ab_report_stage
+
+    ab_report_stage(_load(args), out=args.out)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -430,6 +444,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-registry", action="store_true", help="use paths.features' vocabulary, not the registry champion's")
     p.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is declared")
     add("summary", cmd_summary, "print the latest metrics table, where the artifacts are, the champion and how to open the UIs")
+    p = add(
+        "serve",
+        cmd_serve,
+        "run the recommendation API (FastAPI + uvicorn) on the registry's champion",
+        "Serve GET /recommendations/{user_id}, POST /interaction, /metrics, /stats, /health, /ready,\n"
+        "/ab/results and POST /admin/reload (params serve: and ab:). Models come from the MLflow registry\n"
+        "(MLFLOW_TRACKING_URI, default sqlite:///mlflow.db) and are hot-swapped when an alias moves.\n"
+        "DRLREC_REDIS_URL selects Redis for the cache and user state; --with-redis starts a private\n"
+        "redis-server on 127.0.0.1. POST routes need DRLREC_API_TOKEN (one is generated when unset).",
+    )
+    p.add_argument("--host", default=None, help="bind address (default: serve.host)")
+    p.add_argument("--port", type=int, default=None, help="port (default: serve.port)")
+    p.add_argument("--with-redis", action="store_true", help="start redis-server on 127.0.0.1 (free port), stop it on exit")
+    p = add(
+        "ab",
+        cmd_ab,
+        "A/B test report from the serving logs: CTR and conversion per variant with CIs, z-tests, SRM",
+        "`drlrec ab report` reads paths.exposures and paths.interactions and prints, per variant of ab:,\n"
+        "CTR and conversion with Wilson CIs, two-proportion z-tests against ab.control and the\n"
+        "sample-ratio-mismatch check; the JSON goes to paths.ab_report (atomically).",
+    )
+    p.add_argument("action", choices=["report"], help="report: compute and print the A/B report")
+    p.add_argument("--out", default=None, help="JSON output (default: paths.ab_report)")
     return parser
 
 
