@@ -250,7 +250,7 @@ def test_model_failure_falls_back_to_popularity(client, warm_user):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    model.recommend = broken
+    model.recommend_batch = broken
     for user in range(warm_user, warm_user + 40):
         r = client.get(f"/recommendations/{user}", params={"k": 3})
         assert r.status_code == 200

@@ -9,8 +9,10 @@ always holds one complete model from start to end and no request fails during a 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from drlrec.serving.recommender import ServingModel
@@ -127,3 +129,56 @@ class BundleDirSource:
         if entry is None:
             raise RegistryError(f"alias {alias!r} is not set")
         return load_bundle(entry[1], version=entry[0])
+
+
+class DynamicBatcher:
+    """Requests that arrive while the model is busy are scored together in the next forward pass (no
+    waiting window: a lone request goes at once). One worker thread; results come back through futures."""
+
+    def __init__(self, max_batch: int = 32) -> None:
+        self.max_batch = max_batch
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="drlrec-batcher", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.requests = 0
+
+    def submit(self, model: ServingModel, history, k: int, exclude: list[int]) -> Future:
+        future: Future = Future()
+        self._queue.put((model, history, k, exclude, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            pending = [first]
+            while len(pending) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                pending.append(item)
+            by_model: dict[int, list] = {}
+            for item in pending:  # a swap can put two models in one drain
+                by_model.setdefault(id(item[0]), []).append(item)
+            for group in by_model.values():
+                model = group[0][0]
+                try:
+                    results = model.recommend_batch([(h, k, e) for _, h, k, e, _ in group])
+                except Exception as exc:  # the caller falls back to popularity
+                    for *_, future in group:
+                        future.set_exception(exc)
+                    continue
+                self.batches += 1
+                self.requests += len(group)
+                for (*_, future), result in zip(group, results, strict=True):
+                    future.set_result(result)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(5)

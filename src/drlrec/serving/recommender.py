@@ -84,14 +84,25 @@ class ServingModel:
 
     def recommend(self, history: History, k: int, exclude_raw: list[int]) -> Ranked:
         """The model's top-k for the user's history, excluded raw ids removed."""
-        states = state_of_history(history, self.bundle)
-        exclude_idx = self.bundle.item_vocab.encode(np.asarray(exclude_raw, dtype=np.int64)) if exclude_raw else None
-        exclude = [exclude_idx[exclude_idx >= FIRST_REAL_ITEM]] if exclude_idx is not None else None
-        items, scores = self.bundle.model.recommend(states, k, exclude)
-        items, scores = items[0], scores[0]
-        keep = items >= FIRST_REAL_ITEM
-        items, scores = items[keep], scores[keep]
-        return Ranked(self.raw_item[items], self.raw_category[items], scores.astype(np.float32))
+        return self.recommend_batch([(history, k, exclude_raw)])[0]
+
+    def recommend_batch(self, requests: list[tuple[History, int, list[int]]]) -> list[Ranked]:
+        """Several users at once: one forward pass, so the [n_items, d] item table is read once for all
+        of them (scoring one state is bound by memory bandwidth, not arithmetic)."""
+        states = [state_of_history(history, self.bundle) for history, _, _ in requests]
+        batch = StateBatch(*(np.concatenate(parts) for parts in zip(*states, strict=True)))
+        exclude = []
+        for _, _, exclude_raw in requests:
+            idx = self.bundle.item_vocab.encode(np.asarray(exclude_raw, dtype=np.int64))
+            exclude.append(idx[idx >= FIRST_REAL_ITEM])
+        k_max = max(k for _, k, _ in requests)
+        items, scores = self.bundle.model.recommend(batch, k_max, exclude)  # [B, k_max]
+        out = []
+        for row, (_, k, _) in enumerate(requests):
+            keep = items[row, :k] >= FIRST_REAL_ITEM
+            it, sc = items[row, :k][keep], scores[row, :k][keep]
+            out.append(Ranked(self.raw_item[it], self.raw_category[it], sc.astype(np.float32)))
+        return out
 
     def popularity(self, k: int, exclude_raw: list[int]) -> Ranked:
         """The train-period popularity list (cold start), excluded raw ids removed."""

@@ -14,7 +14,7 @@ from drlrec.serving.abtest import assign_variant, check_ab_config
 from drlrec.serving.cache import CircuitBreaker, RedisBackend, TopKCache
 from drlrec.serving.eventlog import ExposureLog, InteractionLog
 from drlrec.serving.metrics import ServiceMetrics
-from drlrec.serving.models import ModelSource, ModelStore
+from drlrec.serving.models import DynamicBatcher, ModelSource, ModelStore
 from drlrec.serving.recommender import Ranked
 from drlrec.serving.state import UserStateStore, load_base_histories
 
@@ -46,6 +46,7 @@ class Service:
             breaker = CircuitBreaker(self.serve.breaker_failures, self.serve.breaker_reset_seconds)
             self.redis = RedisBackend(redis_url, self.serve.redis_timeout, breaker)
         self.metrics.redis_up.set_function(lambda: 1.0 if self.redis is not None and self.redis.up else 0.0)
+        self.batcher = DynamicBatcher(self.serve.max_batch)
         self.cache = TopKCache(self.serve.cache_ttl, self.serve.lru_size, self.redis)
         paths = params.paths
         self.interaction_log = InteractionLog(paths.interactions)
@@ -132,7 +133,7 @@ class Service:
                 ranked = model.popularity(k, exclude)
             else:
                 try:
-                    ranked = model.recommend(history, k, exclude)
+                    ranked = self.batcher.submit(model, history, k, exclude).result()
                 except Exception:
                     log.exception("model %s failed for user %s; serving popularity", model.version, user_id)
                     fallback = "model_error"
@@ -173,6 +174,7 @@ class Service:
         return {"status": "accepted", "user_id": user_id, "variant": self.variant_of(user_id).name}
 
     def close(self) -> None:
+        self.batcher.close()
         self.interaction_log.close()
         if self.exposure_log is not None:
             self.exposure_log.close()
