@@ -6,6 +6,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -111,4 +112,14 @@ def serve_stage(params, host: str | None = None, port: int | None = None, with_r
         app = create_app(params, redis_url=redis_url or "", api_token=token)
         print(f"serve: http://{host}:{port} (cache: {'redis ' + redis_url if redis_url else 'in-process LRU'})",
               file=sys.stderr, flush=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        # uvicorn re-raises the SIGTERM it caught once it has shut down; exit normally instead, so the
+        # ExitStack still stops redis-server
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(0)
