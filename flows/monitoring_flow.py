@@ -85,9 +85,9 @@ def should_retrain(state: dict[str, Any], data_hash: str, now: float, debounce_h
 # ---------------------------------------------------------------------------------------------- data
 
 
-def append_new_interactions(params: Params, window, appended_until: int) -> dict[str, Any]:
-    """Append the window's interactions later than `appended_until` to the raw data (header-less raw CSV,
-    one write and fsync); returns rows appended and the newest timestamp."""
+def append_new_interactions(params: Params, events, appended_until: int) -> dict[str, Any]:
+    """Append the interactions later than `appended_until` to the raw data (header-less raw CSV, one write
+    and fsync); returns rows appended and the newest timestamp."""
     import os
 
     import numpy as np
@@ -98,7 +98,7 @@ def append_new_interactions(params: Params, window, appended_until: int) -> dict
     raw = Path(params.paths.raw_data)
     if raw.suffix == ".gz":
         raise InputError(f"{raw}: cannot append to a compressed raw log; use a plain CSV for paths.raw_data")
-    new = window[window["timestamp"].to_numpy() > appended_until]
+    new = events[events["timestamp"].to_numpy() > appended_until]
     if new.empty:
         return {"rows": 0, "until": int(appended_until), "path": str(raw)}
     names = np.asarray(BEHAVIORS, dtype=object)[new["behavior"].to_numpy().astype(np.int64)]
@@ -256,7 +256,8 @@ def monitoring_cycle(
     active = overrides + list(state.get("training_overrides", []))
     params = load_params(params_path, tuple(active))
 
-    window = step("load-window", monitoring.load_window, params, current, window_days, io=True)
+    log_events = step("load-log", monitoring.read_interactions, current or params.paths.interactions, io=True)
+    window = monitoring.window_of(log_events, params.monitor.window_days if window_days is None else window_days)
     run, folder, champion = step("drift-report", monitoring.monitor_window, params, window)
     result = run.result.to_dict()
     log(f"monitor: {len(window):,} interactions vs the training period ({champion.source})")
@@ -280,7 +281,8 @@ def monitoring_cycle(
         return out
 
     appended_until = int(state.get("appended_until", params.ingest.window_end - 1))
-    appended = step("append-data", append_new_interactions, params, window, appended_until, io=True)
+    # every interaction of the log newer than what the raw data already holds, not only the window
+    appended = step("append-data", append_new_interactions, params, log_events, appended_until, io=True)
     log(f"monitor: appended {appended['rows']:,} new interactions to {appended['path']}")
     versioned = step(
         "version-data", version_data, params, f"data: append {appended['rows']} interactions (drift window {result['window']})", io=True

@@ -455,7 +455,14 @@ def monitor(
     prediction_snapshot = None
     if exposures is not None and len(exposures):
         long = exposures_long(exposures)
-        long = long[(long["timestamp"] >= start) & (long["timestamp"] <= end)]
+        in_window = (long["timestamp"] >= start) & (long["timestamp"] <= end)
+        same_clock = bool(in_window.any()) or not len(long)
+        if same_clock:
+            long = long[in_window]
+        else:
+            # served on another clock than the interactions' timestamps (a replayed period): the categories
+            # of every logged list can still be compared; matching lists to next events cannot
+            reasons.append("exposures are on another clock than the interactions: online quality not measured")
         if len(long) >= cfg.min_rows:
             item_category = _item_category(reference.events, current)
             served = item_category.reindex(long["item_id"].to_numpy()).to_numpy()
@@ -479,7 +486,7 @@ def monitor(
                 f"served categories {'drift from' if column['drifted'] else 'match'} interacted ones "
                 f"({column['score']:.3f})"
             )
-        quality = online_quality(long, current, cfg.quality_k)
+        quality = online_quality(long if same_clock else long.iloc[:0], current, cfg.quality_k)
         quality["offline_hr"] = offline_hr
         quality["judged"] = quality["lists"] >= cfg.quality_min_lists and offline_hr is not None
         quality["dropped"] = bool(quality["judged"] and quality["hr"] < offline_hr - cfg.quality_margin)
