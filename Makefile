@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run data repro test lint bench clean help system-tools serve bench-serve
+.PHONY: setup run data repro test lint bench clean help system-tools serve bench-serve drift-demo
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ serve: setup  ## run the recommendation API with a local redis-server (needs a r
 
 bench-serve: setup  ## serving benchmark: real server + wrk, cached and uncached (100k-item model)
 	$(BIN)/python bench/serve/bench_serve.py
+
+drift-demo: setup  ## serve, replay a shifted period, monitoring detects drift, retrain, new champion (own workspace)
+	$(BIN)/python scripts/drift_demo.py
 
 clean:  ## remove generated artifacts (not data/, not .venv)
 	rm -rf artifacts .pytest_cache .ruff_cache
