@@ -1,9 +1,12 @@
-"""Fixtures of the API tests: a bundle from the project's trained model (artifacts/, read only), params
-with every output in tmp_path, a real uvicorn server in a thread, and a temporary MLflow registry."""
+"""Fixtures of the API tests: a small pipeline built once per session (synth -> ingest -> featurize ->
+train, plus the user simulator) in a temporary folder, a bundle of its model, params with every output in
+tmp_path, a real uvicorn server in a thread, and a temporary MLflow registry."""
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -11,21 +14,57 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = PROJECT_ROOT / "artifacts"
+#: where the session's small pipeline lives (built by the autouse fixture below, removed after the session)
+PIPELINE_ROOT = Path(tempfile.mkdtemp(prefix="drlrec-api-tests-"))
+ARTIFACTS = PIPELINE_ROOT / "artifacts"
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
+#: big enough that the trained model clearly beats popularity in the simulator, small enough for ~1 minute
+API_PIPELINE = (
+    "synth.users=2000",
+    "synth.items=60000",
+    "synth.categories=1500",
+    "model.item_dim=32",
+    "model.hidden=64",
+    "model.layers=1",
+    "model.fc=[64,64]",
+    "train.steps=1500",
+    "train.batch_size=128",
+    "train.eval_every=500",
+    "train.checkpoint_every=500",
+    "train.candidates=1024",
+)
 
-def _need_artifacts() -> None:
-    for path in (ARTIFACTS / "model" / "model.pt", ARTIFACTS / "features" / "item_vocab.npz", ARTIFACTS / "events.parquet"):
-        if not path.is_file():
-            pytest.skip(f"{path} is missing: run `make run` (dvc repro) first")
+
+@pytest.fixture(scope="session", autouse=True)
+def api_pipeline(tmp_path_factory):
+    """Build ARTIFACTS once: events.parquet, features/, model/ and simulator/simulator.npz (MLflow in tmp)."""
+    from pipeline_config import write_pipeline_params
+
+    from drlrec.config import load_params
+    from drlrec.rl.simulator import fit_simulator_from_features
+    from drlrec.stages import featurize_stage, ingest_stage, synth_stage, train_stage
+
+    params = load_params(write_pipeline_params(PIPELINE_ROOT, API_PIPELINE))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{PIPELINE_ROOT / 'mlflow.db'}")
+    try:
+        synth_stage(params)
+        ingest_stage(params)
+        featurize_stage(params)
+        train_stage(params)
+        simulator = fit_simulator_from_features(params.paths.features, params.simulator, params.base.seed)
+        simulator.save(Path(params.paths.simulator) / "simulator.npz")
+    finally:
+        mp.undo()
+    yield ARTIFACTS
+    shutil.rmtree(PIPELINE_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory) -> Path:
-    """A model bundle of the trained DQN-LSTM in artifacts/ (copied; artifacts/ is only read)."""
-    _need_artifacts()
+def bundle_dir(tmp_path_factory, api_pipeline) -> Path:
+    """A model bundle of the session pipeline's DQN-LSTM."""
     from drlrec.bundle import write_bundle
     from drlrec.config import load_params
 
