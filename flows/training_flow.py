@@ -1,4 +1,5 @@
 """The training flow: ingest -> validate -> featurize -> train -> evaluate -> register, as Prefect tasks.
+With scale.partitions > 1, ingest and featurize run per user-hash partition on Dask (flows/partitioned.py).
 
 Each task wraps one whole stage function of drlrec.stages (the same function the CLI and `dvc repro`
 call), so the three drivers never diverge. Only I/O tasks retry (reading the raw log, talking to the
@@ -187,9 +188,17 @@ def training_flow(params_path: str = "params.yaml", overrides: list[str] | None 
     `params_path`: the params.yaml to use; `overrides`: `section.key=value` strings, as `--set` takes."""
     logger = get_run_logger()
     params = load_params(params_path, tuple(overrides or ()))
-    results: dict[str, Any] = {"ingest": ingest(params)}
-    results["validate"] = validate(params)
-    results["featurize"] = featurize(params)
+    if params.scale.partitions > 1:
+        # the data stages per user-hash partition on Dask (flows/partitioned.py): same outputs, in parallel
+        from flows.partitioned import partitioned_featurize_flow, partitioned_ingest_flow
+
+        results: dict[str, Any] = {"ingest": partitioned_ingest_flow(params_path, list(overrides or ()))}
+        results["validate"] = validate(params)
+        results["featurize"] = partitioned_featurize_flow(params_path, list(overrides or ()))
+    else:
+        results = {"ingest": ingest(params)}
+        results["validate"] = validate(params)
+        results["featurize"] = featurize(params)
     results["train"] = train(params)
     results["evaluate"] = evaluate(params)
     results["register"] = register(params)

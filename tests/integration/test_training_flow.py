@@ -167,3 +167,29 @@ def test_flow_against_a_real_prefect_server_is_read_back_from_its_api(tiny_pipel
             server.wait(timeout=10)
         log.close()
     assert server.returncode is not None
+
+
+def test_training_flow_runs_the_data_stages_per_partition_on_dask(prefect_harness, tiny_pipeline: Path) -> None:
+    """scale.partitions=2: ingest and featurize run as the partitioned subflows on a local Dask cluster,
+    and the flow still ends with a champion whose features equal the single pass's."""
+    import numpy as np
+    import pandas as pd
+
+    from drlrec.config import load_params
+    from flows.training_flow import training_flow
+
+    state = training_flow(str(tiny_pipeline), ["scale.partitions=2"], return_state=True)
+    assert state.is_completed(), state.message
+    results = state.result()
+    assert results["register"]["promoted"]
+    params = load_params(tiny_pipeline)
+    partitioned = pd.read_parquet(params.paths.events)
+    partitioned_train = dict(np.load(Path(params.paths.features) / "train.npz"))
+
+    single = training_flow(str(tiny_pipeline), return_state=True)
+    assert single.is_completed(), single.message
+    pd.testing.assert_frame_equal(partitioned, pd.read_parquet(params.paths.events))
+    single_train = np.load(Path(params.paths.features) / "train.npz")
+    assert set(partitioned_train) == set(single_train.files)
+    for name in single_train.files:
+        np.testing.assert_array_equal(partitioned_train[name], single_train[name], err_msg=name)
