@@ -26,20 +26,6 @@ def _shared_file(name: str) -> Path:
     return path
 
 
-def system_tool(name: str) -> str:
-    """Path of a system tool the test needs (redis-server, wrk, chromium): skip when it is absent, or fail
-    under DRLREC_REQUIRE_SYSTEM_TOOLS=1 (CI), where `make test` installs them."""
-    import shutil
-
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (`make system-tools` installs it with apt-get)"
-        if os.environ.get("DRLREC_REQUIRE_SYSTEM_TOOLS", "") not in ("", "0", "false"):
-            pytest.fail(f"DRLREC_REQUIRE_SYSTEM_TOOLS=1 but {message}")
-        pytest.skip(message)
-    return path
-
-
 @pytest.fixture(scope="session")
 def taobao_head() -> Path:
     """../shared/data/taobao_userbehavior_head.csv.gz: 30,959 rows, 294 whole user histories."""

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ARTIFACTS, AUTH, TOKEN, make_params, write_params_yaml
+from api_support import ARTIFACTS, AUTH, TOKEN, make_params, write_params_yaml
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

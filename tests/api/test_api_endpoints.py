@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ARTIFACTS, AUTH, TOKEN, make_params
+from api_support import ARTIFACTS, AUTH, TOKEN, make_params
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

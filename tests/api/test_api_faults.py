@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import AUTH, PROJECT_ROOT, TOKEN, ServerThread, make_params, write_params_yaml
+from api_support import AUTH, PROJECT_ROOT, TOKEN, ServerThread, make_params, write_params_yaml
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 WARM_USERS = list(range(1, 41))  # users 1..40 of the default events
@@ -65,9 +65,12 @@ class Load:
 
 
 def test_redis_killed_mid_load(tmp_path, source):
+    from system_tools import system_tool
+
     from drlrec.serving.app import create_app
     from drlrec.serving.run import start_redis
 
+    system_tool("redis-server")  # skip without it (fail in CI, where `make test` installs it)
     redis = start_redis()
     try:
         params = make_params(tmp_path, serve={"poll_seconds": 0, "cache_ttl": 300, "breaker_reset_seconds": 60.0})

@@ -46,8 +46,8 @@ def test_report_files_and_self_contained_html(report: Path) -> None:
 
 
 def test_headless_chromium_screenshot_shows_the_drift_table(report: Path, tmp_path: Path) -> None:
-    from conftest import system_tool  # skips without chromium (fails under DRLREC_REQUIRE_SYSTEM_TOOLS=1)
     from matplotlib.image import imread
+    from system_tools import system_tool  # skips without chromium (fails under DRLREC_REQUIRE_SYSTEM_TOOLS=1)
 
     browser = shutil.which("chromium-browser") or system_tool("chromium")
 
