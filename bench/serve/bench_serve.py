@@ -3,7 +3,7 @@
   cached:   1,000 users whose lists are in the cache, target 1,000 requests/s (24 connections x 20 ms pause)
   uncached: model inference on every request (serve.cache_ttl 0), a 100k-item DQN-LSTM (default model: params,
             random weights: the cost of a forward pass does not depend on the weights), 20,000 users,
-            target 200 requests/s (10 connections x 30 ms pause)
+            target 200 requests/s (12 connections x 30 ms pause)
 
 wrk (Debian's, not wrk2) has no fixed-rate mode: each connection pauses between requests, so the offered
 rate is at most connections * 1000 / (pause + latency); the achieved rate is printed. Prints p50/p95/p99,
@@ -152,7 +152,7 @@ def main() -> int:
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "DRLREC_API_TOKEN": TOKEN, "DRLREC_REDIS_URL": ""}
         rows = []
         for name, ttl, users, connections, delay, target in (
-            ("cached", 600, 1000, 24, 20, 1000), ("uncached", 0, 20000, 10, 30, 200),
+            ("cached", 600, 1000, 24, 20, 1000), ("uncached", 0, 20000, 12, 30, 200),
         ):
             raw = params_to_dict(params)
             raw["paths"].update(events=str(work / "events.parquet"), interactions=str(work / f"{name}-interactions.csv"),
