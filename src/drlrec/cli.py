@@ -14,8 +14,13 @@ Handler = Callable[[argparse.Namespace], int | None]
 DESCRIPTION = """\
 drlrec: train, ship and watch a DQN-LSTM sequential recommender on Taobao-style behaviour logs.
 
-Pipeline stages (also DVC stages and Prefect tasks):  ingest -> validate -> featurize -> train -> evaluate
-Tools:  synth (generate a calibrated Taobao-like log), stats (profile any log), compare (all models, one table)
+Pipeline stages (also DVC stages and Prefect tasks):
+  ingest -> validate -> featurize -> train -> evaluate -> register   (simulate: the user simulator)
+Registry:  register, models, promote, rollback (MLflow Model Registry, @champion behind a gate)
+Orchestration:  flow (run the Prefect training flow once), deploy (scheduled training + monitoring)
+Online:  serve (FastAPI + Redis), ab report (A/B test statistics), monitor (Evidently drift)
+Tools:  synth (generate a calibrated Taobao-like log; --drift a shifted period), stats (profile any log),
+  compare (all models, one table)
 
 Every command reads params.yaml (--params PATH) and accepts repeatable overrides,
 e.g. `drlrec synth --set synth.users=500`. Errors print one line and exit non-zero
