@@ -15,19 +15,29 @@ from drlrec.errors import ConfigError
 from drlrec.settings import apply_offline_env, load_settings
 
 
-def training_deployment(params_path: str = "params.yaml", overrides: list[str] | tuple[str, ...] = ()):
-    """The training flow as a deployment with the cron schedule flow.cron (time zone flow.timezone)."""
+def scheduled_deployment(flow_, name: str, cron: str, timezone: str, params_path: str,
+                         overrides: list[str] | tuple[str, ...], description: str, tags: list[str]):
+    """`flow_` as a deployment on a cron schedule, called with (params_path as an absolute path, overrides)."""
     from prefect.schedules import Cron
 
+    return flow_.to_deployment(
+        name=name,
+        schedule=Cron(cron, timezone=timezone),
+        parameters={"params_path": str(Path(params_path).resolve()), "overrides": list(overrides)},
+        description=description,
+        tags=tags,
+    )
+
+
+def training_deployment(params_path: str = "params.yaml", overrides: list[str] | tuple[str, ...] = ()):
+    """The training flow as a deployment with the cron schedule flow.cron (time zone flow.timezone)."""
     from flows.training_flow import training_flow
 
     params = load_params(params_path, tuple(overrides))
-    return training_flow.to_deployment(
-        name=params.flow.deployment,
-        schedule=Cron(params.flow.cron, timezone=params.flow.timezone),
-        parameters={"params_path": str(Path(params_path).resolve()), "overrides": list(overrides)},
-        description="drlrec: ingest -> validate -> featurize -> train -> evaluate -> register (registry gate)",
-        tags=["drlrec", "training"],
+    return scheduled_deployment(
+        training_flow, params.flow.deployment, params.flow.cron, params.flow.timezone, params_path, overrides,
+        "drlrec: ingest -> validate -> featurize -> train -> evaluate -> register (registry gate)",
+        ["drlrec", "training"],
     )
 
 

@@ -171,29 +171,36 @@ def slid_window(params: Params, newest: int) -> list[str]:
 # ---------------------------------------------------------------------------------------------- training
 
 
+def _run_training_deployment(params_path: str, overrides: list[str], params: Params) -> dict[str, Any] | None:
+    """Run the training deployment on the Prefect server and wait for it; None when the server has no
+    such deployment (the caller then runs the flow in this process). The gate's decision is read back
+    only from a completed run (a failed one leaves the previous decision file, which is not this run's)."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    name = f"training-flow/{params.flow.deployment}"
+    try:
+        flow_run = run_deployment(name, parameters={"params_path": str(Path(params_path).resolve()), "overrides": overrides})
+    except ObjectNotFound:
+        return None
+    completed = flow_run.state is not None and flow_run.state.is_completed()
+    decision_path = Path(params.paths.registry)
+    decision = json.loads(decision_path.read_text()) if completed and decision_path.is_file() else None
+    return {
+        "mode": f"deployment {name}",
+        "flow_run": flow_run.name,
+        "state": flow_run.state.name if flow_run.state else None,
+        "register": decision,
+    }
+
+
 def trigger_training(params_path: str, overrides: list[str], params: Params) -> dict[str, Any]:
     """Run the training flow: through its deployment when a Prefect server knows it (waits for the run),
     else in this process as a subflow. Returns how it ran and the registry gate's decision."""
     if load_settings().prefect_api_url:
-        from prefect.deployments import run_deployment
-        from prefect.exceptions import ObjectNotFound
-
-        name = f"training-flow/{params.flow.deployment}"
-        try:
-            flow_run = run_deployment(
-                name, parameters={"params_path": str(Path(params_path).resolve()), "overrides": overrides}
-            )
-        except ObjectNotFound:
-            pass  # no such deployment on this server: run it here
-        else:
-            decision_path = Path(params.paths.registry)
-            decision = json.loads(decision_path.read_text()) if decision_path.is_file() else None
-            return {
-                "mode": f"deployment {name}",
-                "flow_run": flow_run.name,
-                "state": flow_run.state.name if flow_run.state else None,
-                "register": decision,
-            }
+        ran = _run_training_deployment(params_path, overrides, params)
+        if ran is not None:
+            return ran
     from flows.training_flow import training_flow
 
     result = training_flow(params_path=str(params_path), overrides=list(overrides))
@@ -359,13 +366,11 @@ def monitoring_flow(
 
 def monitoring_deployment(params_path: str = "params.yaml", overrides: list[str] | tuple[str, ...] = ()):
     """The monitoring flow as a deployment with the cron schedule monitor.cron (time zone monitor.timezone)."""
-    from prefect.schedules import Cron
+    from flows.deploy import scheduled_deployment
 
     params = load_params(params_path, tuple(overrides))
-    return monitoring_flow.to_deployment(
-        name=params.monitor.deployment,
-        schedule=Cron(params.monitor.cron, timezone=params.monitor.timezone),
-        parameters={"params_path": str(Path(params_path).resolve()), "overrides": list(overrides)},
-        description="drlrec: Evidently drift of recent interactions; on drift append + dvc add + retrain",
-        tags=["drlrec", "monitoring"],
+    return scheduled_deployment(
+        monitoring_flow, params.monitor.deployment, params.monitor.cron, params.monitor.timezone, params_path,
+        overrides, "drlrec: Evidently drift of recent interactions; on drift append + dvc add + retrain",
+        ["drlrec", "monitoring"],
     )

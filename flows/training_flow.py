@@ -37,20 +37,14 @@ def retry_on_io_error(task_, task_run, state) -> bool:
 
 
 def _io_task(name: str):
-    """A task that retries on I/O errors (flow.io_retries from params.yaml, read at import)."""
-    from drlrec.config import FlowConfig
+    """A task that may retry, only on I/O errors; the flow sets how often from params (flow.io_retries)."""
+    return task(name=name, retries=0, retry_condition_fn=retry_on_io_error, cache_policy=NO_CACHE)
 
-    cfg = FlowConfig()
-    try:
-        cfg = load_params().flow
-    except Exception:  # params.yaml absent or broken here: the defaults; the flow itself reports the error
-        pass
-    return task(
-        name=name,
-        retries=cfg.io_retries,
-        retry_delay_seconds=cfg.io_retry_delay_seconds,
-        retry_condition_fn=retry_on_io_error,
-        cache_policy=NO_CACHE,
+
+def _with_io_retries(task_, params: Params):
+    """`task_` with the retries and delay of params.flow (the I/O tasks only)."""
+    return task_.with_options(
+        retries=params.flow.io_retries, retry_delay_seconds=params.flow.io_retry_delay_seconds
     )
 
 
@@ -196,12 +190,12 @@ def training_flow(params_path: str = "params.yaml", overrides: list[str] | None 
         results["validate"] = validate(params)
         results["featurize"] = partitioned_featurize_flow(params_path, list(overrides or ()))
     else:
-        results = {"ingest": ingest(params)}
+        results = {"ingest": _with_io_retries(ingest, params)(params)}
         results["validate"] = validate(params)
         results["featurize"] = featurize(params)
     results["train"] = train(params)
     results["evaluate"] = evaluate(params)
-    results["register"] = register(params)
+    results["register"] = _with_io_retries(register, params)(params)
 
     run_id = results["train"]["mlflow_run_id"]
     decision = results["register"]

@@ -28,8 +28,9 @@ TINY_PIPELINE = (
 )
 
 
-def write_pipeline_params(folder: Path, extra: tuple[str, ...] = ()) -> Path:
-    """params.yaml for a tiny pipeline whose every path is inside `folder` (expectations: the project's)."""
+def write_pipeline_params(folder: Path, extra: tuple[str, ...] = (), base: tuple[str, ...] = TINY_PIPELINE) -> Path:
+    """params.yaml whose every path is inside `folder` (expectations: the project's), with the `base`
+    overrides (default: the tiny pipeline; () for the project's own budgets) and then `extra`."""
     import yaml
 
     from drlrec.config import apply_overrides
@@ -38,7 +39,28 @@ def write_pipeline_params(folder: Path, extra: tuple[str, ...] = ()) -> Path:
     raw["paths"] = {
         k: str(PROJECT_ROOT / v) if k == "expectations" else str(folder / v) for k, v in raw["paths"].items()
     }
-    raw = apply_overrides(raw, list(TINY_PIPELINE) + list(extra))
+    raw = apply_overrides(raw, list(base) + list(extra))
     out = folder / "params.yaml"
     out.write_text(yaml.safe_dump(raw, sort_keys=False))
     return out
+
+
+def run_pipeline(params, folder: Path, evaluate: bool = False):
+    """synth -> ingest -> featurize -> train (-> evaluate) on `params`, with MLflow in folder/mlflow.db;
+    returns the train stage's result."""
+    import pytest
+
+    from drlrec.stages import evaluate_stage, featurize_stage, ingest_stage, synth_stage, train_stage
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    try:
+        synth_stage(params)
+        ingest_stage(params)
+        featurize_stage(params)
+        fit = train_stage(params)
+        if evaluate:
+            evaluate_stage(params)
+    finally:
+        mp.undo()
+    return fit

@@ -69,7 +69,7 @@ def _history(client, name: str) -> list[str]:
 
 def _set_champion(client, name: str, version: str) -> None:
     """Point @champion at `version` and append it to the champion history."""
-    history = [v for v in _history(client, name)]
+    history = _history(client, name)
     if not history or history[-1] != str(version):
         history.append(str(version))
     client.set_registered_model_alias(name, CHAMPION, str(version))

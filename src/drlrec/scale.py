@@ -111,9 +111,9 @@ def ingest_chunk(plan: IngestPlan, chunk: int) -> dict[str, Any]:
         _LineMapper,
         _QuarantineWriter,
         _sorted_by_user_time,
+        quarantine_batch,
         sniff,
     )
-    from drlrec.schema import REASON_FIELD_COUNT
 
     source = sniff(plan.input_path)
     start, end = plan.ranges[chunk]
@@ -131,16 +131,7 @@ def ingest_chunk(plan: IngestPlan, chunk: int) -> dict[str, Any]:
         for batch in _iter_batches(source, plan.cfg, plan.cfg.block_size_mb << 20, byte_range):
             rows_parsed += batch.good.num_rows + len(batch.bad_ordinal)
             invalid_count += len(batch.invalid_rows)
-            bad_lines = [line for line, _ in batch.invalid_rows]
-            invalid_lines.extend(bad_lines)
-            lines.add_invalid(bad_lines)
-            if batch.invalid_rows:
-                quarantine.write(
-                    np.array(bad_lines, dtype=np.int64),
-                    np.full(len(bad_lines), REASON_FIELD_COUNT, dtype=object),
-                    [text for _, text in batch.invalid_rows],
-                )
-            quarantine.write(lines.lines(batch.bad_ordinal), batch.bad_reason, batch.bad_raw)
+            invalid_lines.extend(quarantine_batch(batch, lines, quarantine))
             good = batch.good
             if good.num_rows == 0:
                 continue

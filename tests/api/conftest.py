@@ -14,24 +14,15 @@ from api_support import API_PIPELINE, ARTIFACTS, PIPELINE_ROOT, PROJECT_ROOT, TO
 @pytest.fixture(scope="session", autouse=True)
 def api_pipeline(tmp_path_factory):
     """Build ARTIFACTS once: events.parquet, features/, model/ and simulator/simulator.npz (MLflow in tmp)."""
-    from pipeline_config import write_pipeline_params
+    from pipeline_config import run_pipeline, write_pipeline_params
 
     from drlrec.config import load_params
     from drlrec.rl.simulator import fit_simulator_from_features
-    from drlrec.stages import featurize_stage, ingest_stage, synth_stage, train_stage
 
     params = load_params(write_pipeline_params(PIPELINE_ROOT, API_PIPELINE))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{PIPELINE_ROOT / 'mlflow.db'}")
-    try:
-        synth_stage(params)
-        ingest_stage(params)
-        featurize_stage(params)
-        train_stage(params)
-        simulator = fit_simulator_from_features(params.paths.features, params.simulator, params.base.seed)
-        simulator.save(Path(params.paths.simulator) / "simulator.npz")
-    finally:
-        mp.undo()
+    run_pipeline(params, PIPELINE_ROOT)
+    simulator = fit_simulator_from_features(params.paths.features, params.simulator, params.base.seed)
+    simulator.save(Path(params.paths.simulator) / "simulator.npz")
     yield ARTIFACTS
     shutil.rmtree(PIPELINE_ROOT, ignore_errors=True)
 

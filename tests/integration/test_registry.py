@@ -24,23 +24,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
     """synth -> ingest -> featurize -> train -> evaluate on the tiny config; bundle written; MLflow in tmp."""
-    from pipeline_config import write_pipeline_params
+    from pipeline_config import run_pipeline, write_pipeline_params
 
     from drlrec.bundle import write_bundle
-    from drlrec.stages import evaluate_stage, featurize_stage, ingest_stage, synth_stage, train_stage
 
     tmp = tmp_path_factory.mktemp("registry")
     params = load_params(write_pipeline_params(tmp))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-    try:
-        synth_stage(params)
-        ingest_stage(params)
-        featurize_stage(params)
-        train_stage(params)
-        evaluate_stage(params)
-    finally:
-        mp.undo()
+    run_pipeline(params, tmp, evaluate=True)
     bundle = write_bundle(params.paths.model, params.paths.features, params.featurize, params.paths.bundle)
     metrics = json.loads(Path(params.paths.metrics).read_text())
     return params, bundle, metrics, f"sqlite:///{tmp / 'mlflow.db'}"

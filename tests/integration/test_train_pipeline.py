@@ -15,32 +15,19 @@ import pytest
 import torch
 
 from drlrec.config import load_params
-from drlrec.stages import featurize_stage, ingest_stage, synth_stage, train_stage
+from drlrec.stages import train_stage
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    import yaml
+    from pipeline_config import run_pipeline, write_pipeline_params
 
-    root = Path(__file__).resolve().parents[2]
     tmp = tmp_path_factory.mktemp("pipeline")
-    raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["base"]["progress"] = False
-    raw["paths"] = {k: str(root / v) if k == "expectations" else str(tmp / v) for k, v in raw["paths"].items()}
-    params_file = tmp / "params.yaml"
-    params_file.write_text(yaml.safe_dump(raw))
-    params = load_params(params_file, ["train.steps=700", "train.eval_every=350"])
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-    try:
-        synth_stage(params)
-        ingest_stage(params)
-        featurize_stage(params)
-        fit = train_stage(params)
-    finally:
-        mp.undo()
+    params_file = write_pipeline_params(tmp, ("base.progress=false", "train.steps=700", "train.eval_every=350"), base=())
+    params = load_params(params_file)
+    fit = run_pipeline(params, tmp)
     return params, fit, tmp
 
 

@@ -66,6 +66,23 @@ def test_training_flow_completes_and_leaves_a_champion(prefect_harness, tiny_pip
     assert registry.alias_version("champion", uri) == "1"
 
 
+def test_only_io_errors_are_retried_and_only_on_io_tasks() -> None:
+    from prefect.states import Failed
+
+    from drlrec.config import load_params
+    from flows.training_flow import _with_io_retries, ingest, register, retry_on_io_error, train, validate
+
+    assert retry_on_io_error(None, None, Failed(data=OSError("disk gone")))
+    assert retry_on_io_error(None, None, Failed(data=ConnectionError("mlflow restarting")))
+    assert not retry_on_io_error(None, None, Failed(data=ValueError("bad data")))
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    for io_task in (ingest, register):
+        configured = _with_io_retries(io_task, params)
+        assert configured.retries == params.flow.io_retries > 0
+        assert configured.retry_condition_fn is retry_on_io_error
+    assert validate.retries == 0 and train.retries == 0
+
+
 def test_failed_validation_fails_the_flow_with_the_expectations_message(prefect_harness, tiny_pipeline: Path) -> None:
     import pandas as pd
 

@@ -520,6 +520,22 @@ class _QuarantineWriter:
         self.writer.close()
 
 
+def quarantine_batch(batch, lines: _LineMapper, quarantine: _QuarantineWriter) -> list[int]:
+    """Send one parsed batch's rejected rows to the quarantine with their physical line numbers: rows with
+    the wrong field count (known by line) and rows that failed a value check (known by ordinal). Returns
+    the lines of the wrong-field-count rows (the line mapper has recorded them)."""
+    bad_lines = [line for line, _ in batch.invalid_rows]
+    lines.add_invalid(bad_lines)
+    if bad_lines:
+        quarantine.write(
+            np.array(bad_lines, dtype=np.int64),
+            np.full(len(bad_lines), REASON_FIELD_COUNT, dtype=object),
+            [text for _, text in batch.invalid_rows],
+        )
+    quarantine.write(lines.lines(batch.bad_ordinal), batch.bad_reason, batch.bad_raw)
+    return bad_lines
+
+
 def _events_table(table: pa.Table) -> pa.Table:
     return table.select(list(EVENT_COLUMNS)).cast(EVENTS_SCHEMA)
 
@@ -590,14 +606,7 @@ def _ingest(source: _Source, events_tmp: Path, quarantine_tmp: Path, work: Path,
             bar.update(batch.bytes_read)
             rows_parsed += batch.good.num_rows + len(batch.bad_ordinal)
             invalid_count += len(batch.invalid_rows)
-            lines.add_invalid([line for line, _ in batch.invalid_rows])
-            if batch.invalid_rows:
-                quarantine.write(
-                    np.array([line for line, _ in batch.invalid_rows], dtype=np.int64),
-                    np.full(len(batch.invalid_rows), REASON_FIELD_COUNT, dtype=object),
-                    [text for _, text in batch.invalid_rows],
-                )
-            quarantine.write(lines.lines(batch.bad_ordinal), batch.bad_reason, batch.bad_raw)
+            quarantine_batch(batch, lines, quarantine)
 
             good = batch.good
             if good.num_rows == 0:
