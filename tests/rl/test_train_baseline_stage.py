@@ -11,7 +11,7 @@ import pytest
 from drlrec.cli import main
 from drlrec.config import load_params
 from drlrec.errors import ConfigError
-from drlrec.models.factory import load_model
+from drlrec.model_factory import load_model
 from drlrec.rl.logged import state_batch
 from drlrec.stages import train_baseline_stage
 

@@ -68,15 +68,12 @@ def item_category_map(splits, n_items: int) -> np.ndarray:
     return mapping
 
 
-class Recommender(ABC):
-    """fit / score / recommend. Scores are higher-is-better over the whole item vocabulary."""
+class Scorer(ABC):
+    """score / recommend: what evaluation, the registry and serving need of a trained model. Scores are
+    higher-is-better over the whole item vocabulary."""
 
     name: str = "recommender"
     n_items: int
-
-    @abstractmethod
-    def fit(self, data: TrainingData, cfg: Any = None) -> Recommender:
-        """Learn from the training data (the featurize outputs); returns self."""
 
     @abstractmethod
     def score(self, states: StateBatch) -> np.ndarray:
@@ -87,6 +84,14 @@ class Recommender(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items per state: (items [B, k] int64, scores [B, k] float32), best first."""
         return top_k(self.score(states), k, exclude)
+
+
+class Recommender(Scorer):
+    """A Scorer that can also fit itself: fit / score / recommend, the interface of drlrec.model_factory."""
+
+    @abstractmethod
+    def fit(self, data: TrainingData, cfg: Any = None) -> Recommender:
+        """Learn from the training data (the featurize outputs); returns self."""
 
 
 def top_k(

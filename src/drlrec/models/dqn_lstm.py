@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from drlrec.config import ModelConfig
-from drlrec.models.base import FIRST_REAL_ITEM, Recommender, StateBatch, TrainingData
+from drlrec.models.base import FIRST_REAL_ITEM, Scorer, StateBatch
 
 N_BEHAVIORS = 4
 N_STEP_FEATURES = 20
@@ -97,8 +97,8 @@ class QNetwork(nn.Module):
         self.ce_bias = nn.Parameter(torch.zeros(n_items))
         # repeat term: score bonus for an item at history position p with behaviour token t, per head
         self.max_len = 512
-        self.repeat_q = nn.Parameter(torch.zeros(self.max_len, N_BEHAVIORS + 1)) if cfg.repeat_head else None
-        self.repeat_ce = nn.Parameter(torch.zeros(self.max_len, N_BEHAVIORS + 1)) if cfg.repeat_head else None
+        self.repeat_q = nn.Parameter(repeat_prior(self.max_len, cfg.repeat_init)) if cfg.repeat_head else None
+        self.repeat_ce = nn.Parameter(repeat_prior(self.max_len, cfg.repeat_init)) if cfg.repeat_head else None
 
     # ------------------------------------------------------------------------------------------ encoder
 
@@ -126,14 +126,17 @@ class QNetwork(nn.Module):
 
     # ------------------------------------------------------------------------------------------ heads
 
-    def item_vectors(self, items: Tensor | None = None) -> Tensor:
-        """e_a for the given items ([n] -> [n, query_dim]) or for the whole vocabulary."""
+    def item_vectors(self, items: Tensor | None = None, detach: bool = False) -> Tensor:
+        """e_a for the given items ([n] -> [n, query_dim]) or for the whole vocabulary. `detach`: no gradient
+        reaches the item table through these vectors (the TD loss may be kept off the shared item vectors)."""
         if items is None and not torch.is_grad_enabled():
             return self._cached_item_vectors()
         if self.output_embedding is not None:
-            return self.output_embedding.weight if items is None else self.output_embedding(items)
-        emb = self.item_embedding.weight if items is None else self.item_embedding(items)
-        return self.item_projection(emb)
+            vectors = self.output_embedding.weight if items is None else self.output_embedding(items)
+        else:
+            emb = self.item_embedding.weight if items is None else self.item_embedding(items)
+            vectors = self.item_projection(emb)
+        return vectors.detach() if detach else vectors
 
     def _cached_item_vectors(self) -> Tensor:
         """The full [n_items, query_dim] table for inference, recomputed only when a weight it depends on
@@ -195,10 +198,10 @@ class QNetwork(nn.Module):
             return advantage
         return self.value(phi) + advantage - advantage.mean(dim=1, keepdim=True)
 
-    def q_of_actions(self, enc: Encoding, actions: Tensor) -> Tensor:
+    def q_of_actions(self, enc: Encoding, actions: Tensor, detach_items: bool = False) -> Tensor:
         """Q(s, a) for one action per state, without scoring the catalogue when the head allows: [B]."""
         phi = enc.phi
-        advantage = (phi * self.item_vectors(actions)).sum(-1) + self.q_bias[actions]  # [B]
+        advantage = (phi * self.item_vectors(actions, detach_items)).sum(-1) + self.q_bias[actions]  # [B]
         advantage = advantage + self._repeat(enc, self.repeat_q, actions, per_row=True)
         if self.value is None:
             return advantage
@@ -216,9 +219,10 @@ class QNetwork(nn.Module):
         logits = torch.addmm(self.ce_bias, self.ce_projection(enc.phi), self.item_vectors().T)  # [B, n_items]
         return self._add_repeat(enc, self.repeat_ce, logits)
 
-    def q_values_of(self, enc: Encoding, items: Tensor) -> Tensor:
+    def q_values_of(self, enc: Encoding, items: Tensor, detach_items: bool = False) -> Tensor:
         """Q(s, a) for a shared candidate set of items: [B, C] (dueling keeps the full-catalogue mean)."""
-        advantage = enc.phi @ self.item_vectors(items).T + self.q_bias[items] + self._repeat(enc, self.repeat_q, items)  # [B, C]
+        vectors = self.item_vectors(items, detach_items)  # [C, d]
+        advantage = enc.phi @ vectors.T + self.q_bias[items] + self._repeat(enc, self.repeat_q, items)  # [B, C]
         if self.value is None:
             return advantage
         return self.value(enc.phi) + advantage - self._mean_advantage(enc)[:, None]
@@ -231,15 +235,26 @@ class QNetwork(nn.Module):
         return self.q_values(self.encode(states))
 
 
+def repeat_prior(max_len: int, scale: float, decay: float = 0.8) -> Tensor:
+    """Initial repeat weights [max_len, 5]: `scale * decay ** age` for every behaviour (age 0 = the latest
+    slot, the last row), 0 for padding. A trained copy path from the start: Taobao-like logs are dominated
+    by re-views, and a zero start leaves the head to discover them from the few candidates that hold them."""
+    age = torch.arange(max_len - 1, -1, -1, dtype=torch.float32)  # [max_len]
+    prior = (scale * decay**age)[:, None].repeat(1, N_BEHAVIORS + 1)
+    prior[:, 0] = 0.0
+    return prior
+
+
 def mask_unrecommendable(scores: Tensor) -> Tensor:
     """Set padding and unknown items to -inf (in place) so argmax/top-k never pick them."""
     scores[:, :FIRST_REAL_ITEM] = float("-inf")
     return scores
 
 
-class DQNLSTM(Recommender):
-    """The DQN-LSTM recommender behind the shared interface; `score` returns Q-values (or, with
-    `score_with="ce"`, the supervised head's logits)."""
+class DQNLSTM(Scorer):
+    """The DQN-LSTM behind the shared scoring interface; `score` returns Q-values (or, with
+    `score_with="ce"`, the supervised head's logits). `score_with` is the served head, chosen on
+    validation by `drlrec.rl.dqn.fit_dqn_lstm`, the one way a DQN-LSTM is trained."""
 
     name = "dqn_lstm"
 
@@ -257,17 +272,6 @@ class DQNLSTM(Recommender):
         self.device = torch.device(device)
         self.score_with = score_with
         self.network = QNetwork(n_items, n_categories, cfg).to(self.device)
-
-    def fit(self, data: TrainingData, cfg: Any = None, seed: int = 0) -> DQNLSTM:
-        """Offline training on data.train with early stopping on data.valid (cfg: TrainConfig)."""
-        from drlrec.config import TrainConfig
-        from drlrec.rl.logged import LoggedTransitions
-        from drlrec.train import train_offline, validation_evaluator
-
-        cfg = cfg or TrainConfig()
-        evaluate, _ = validation_evaluator(data.valid, cfg.eval_max_events, seed)
-        train_offline(self, LoggedTransitions(data.train, cfg.reward), cfg, seed=seed, evaluate=evaluate)
-        return self
 
     @torch.no_grad()
     def score(self, states: StateBatch, batch_size: int = 1024) -> np.ndarray:

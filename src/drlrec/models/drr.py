@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from drlrec.config import BaselinesConfig, DRRConfig
 from drlrec.models.base import FIRST_REAL_ITEM, Recommender, StateBatch, TrainingData
 from drlrec.models.dqn_lstm import N_PROFILE_FEATURES, TensorStates
-from drlrec.models.next_item import EarlyStopping, FitLog, sampled_candidates, train_item_pool
+from drlrec.models.early_stopping import EarlyStopping, FitLog
+from drlrec.models.next_item import sampled_candidates, train_item_pool
 
 #: positions the DRR-ave pooling weights cover (the state length N must not exceed it)
 MAX_STATE_LEN = 512
@@ -126,7 +127,7 @@ class DRR(Recommender):
 
     def __init__(self, n_items: int, n_categories: int = 0, cfg: BaselinesConfig | None = None, seed: int = 0,
                  progress: bool = False) -> None:
-        from drlrec.train import resolve_device
+        from drlrec.devices import resolve_device
 
         self.n_items = n_items
         self.n_categories = n_categories
@@ -152,7 +153,7 @@ class DRR(Recommender):
         rng: np.random.Generator,
     ) -> DRRUpdate:
         """One DDPG (+BC) step on a train.TransitionBatch (logged or simulated), then soft target updates."""
-        from drlrec.train import polyak_update
+        from drlrec.rl.target import polyak_update
 
         cfg, device = self.cfg.drr, self.device
         state, next_state = TensorStates(batch.state, device), TensorStates(batch.next_state, device)
@@ -212,7 +213,7 @@ class DRR(Recommender):
 
         from drlrec.rl.logged import LoggedTransitions
         from drlrec.rl.replay import PrioritizedSampler, linear_schedule
-        from drlrec.train import validation_evaluator
+        from drlrec.evaluate import validation_evaluator
 
         if cfg is not None:
             self.cfg = cfg

@@ -6,6 +6,7 @@ import numpy as np
 
 from drlrec.features.transitions import Transitions
 from drlrec.models.base import StateBatch
+from drlrec.rl.replay import TransitionBatch
 
 
 def state_batch(t: Transitions, index: np.ndarray) -> StateBatch:
@@ -45,8 +46,6 @@ class LoggedTransitions:
         return self.t.num_transitions
 
     def gather(self, index: np.ndarray, n_step: int, gamma: float):
-        from drlrec.train import TransitionBatch
-
         index = np.asarray(index, dtype=np.int64)
         reward = np.zeros(len(index), dtype=np.float64)
         last = index.copy()

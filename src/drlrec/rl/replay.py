@@ -11,6 +11,20 @@ from typing import NamedTuple
 
 import numpy as np
 
+from drlrec.models.base import StateBatch
+
+
+class TransitionBatch(NamedTuple):
+    """A batch of (n-step) transitions; `discount` is gamma^n, 0 where the episode ended within n steps."""
+
+    state: StateBatch
+    action: np.ndarray  # [B] int64 item index
+    reward: np.ndarray  # [B] float32 n-step discounted reward
+    next_state: StateBatch
+    discount: np.ndarray  # [B] float32
+    weight: np.ndarray  # [B] float32 importance-sampling weight (1 without prioritized replay)
+    ce_mask: np.ndarray | None = None  # [B] float32: which actions are positives for the CE head (None = all)
+
 
 class SumTree:
     """A complete binary tree over `capacity` leaves; each node holds the sum of its children."""
@@ -188,9 +202,6 @@ class ReplayBuffer:
         return slots
 
     def gather(self, index: np.ndarray, n_step: int = 1, gamma: float = 0.99):
-        from drlrec.models.base import StateBatch
-        from drlrec.train import TransitionBatch
-
         return TransitionBatch(
             state=StateBatch(**{k: v[index] for k, v in self.state.items()}),
             action=self.action[index],

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from drlrec.config import ModelConfig, Params, TrainConfig
-from drlrec.models.base import Recommender, TrainingData
+from drlrec.models.base import Recommender, Scorer, TrainingData
 from drlrec.models.dqn_lstm import DQNLSTM
 from drlrec.models.drr import DRR
 from drlrec.models.gru4rec import GRU4Rec
@@ -26,26 +26,29 @@ from drlrec.models.tabular_q import TabularQ
 DQN_WEIGHTS_FILE = "model.pt"
 
 
-class DQNLSTMModel(DQNLSTM):
-    """DQNLSTM with the registry's constructor and save/load folder; `fit(data)` trains with its TrainConfig
-    (the same training as `drlrec train`, without checkpoints or MLflow)."""
+class DQNLSTMModel(DQNLSTM, Recommender):
+    """DQNLSTM with the registry's constructor, `fit` and save/load folder. `fit(data)` is
+    `drlrec.rl.dqn.fit_dqn_lstm` with its TrainConfig (the training of `drlrec train`, without checkpoints
+    or MLflow): one way to train a DQN-LSTM."""
 
     def __init__(self, n_items: int, n_categories: int, model_cfg: ModelConfig | None = None,
                  train_cfg: TrainConfig | None = None, seed: int = 0, progress: bool = False) -> None:
         import torch
 
-        from drlrec.train import resolve_device
+        from drlrec.devices import resolve_device
 
         self.train_cfg = train_cfg or TrainConfig()
         self.seed = seed
         self.progress = progress
         torch.manual_seed(seed)
-        super().__init__(n_items, n_categories, model_cfg or ModelConfig(), device=resolve_device(self.train_cfg.device),
-                         score_with="ce" if self.train_cfg.ce_weight > 0 else "q")
+        super().__init__(n_items, n_categories, model_cfg or ModelConfig(), device=resolve_device(self.train_cfg.device))
 
     def fit(self, data: TrainingData, cfg: TrainConfig | None = None, seed: int | None = None) -> DQNLSTMModel:
-        """Offline Double DQN (+SQN head) on data.train, early stopping on data.valid (cfg: TrainConfig)."""
-        super().fit(data, cfg or self.train_cfg, seed=self.seed if seed is None else seed)
+        """Offline Double DQN (+SQN head) on data.train, early stopping on data.valid, served head chosen on
+        data.valid (cfg: TrainConfig; offline mode: online training needs a simulator, see `drlrec train`)."""
+        from drlrec.rl.dqn import fit_dqn_lstm
+
+        fit_dqn_lstm(self, data, cfg or self.train_cfg, self.seed if seed is None else seed, progress=self.progress)
         return self
 
     def save(self, path: str | Path) -> None:
@@ -113,7 +116,7 @@ def fit_model(name: str, data: TrainingData, params: Params | None = None, seed:
     return build_model(name, data.n_items, data.n_categories, params, seed, progress).fit(data)
 
 
-def load_model(path: str | Path, device: str | None = None) -> Recommender:
+def load_model(path: str | Path, device: str | None = None) -> Scorer:
     """A saved model: a folder with meta.json (any registry model), or a bare DQNLSTM .pt file."""
     from drlrec.models.persistence import META_FILE, read_meta
 

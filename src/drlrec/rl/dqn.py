@@ -21,21 +21,12 @@ import torch.nn.functional as F
 
 from drlrec.config import TrainConfig
 from drlrec.distributed import DDPContext
-from drlrec.models.base import FIRST_REAL_ITEM, StateBatch
+from drlrec.models.base import FIRST_REAL_ITEM, UNKNOWN_ITEM, StateBatch, TrainingData
 from drlrec.models.dqn_lstm import DQNLSTM, QNetwork, TensorStates
-from drlrec.rl.replay import PrioritizedSampler, UniformSampler, linear_schedule
-
-
-class TransitionBatch(NamedTuple):
-    """A batch of (n-step) transitions; `discount` is gamma^n, 0 where the episode ended within n steps."""
-
-    state: StateBatch
-    action: np.ndarray  # [B] int64 item index
-    reward: np.ndarray  # [B] float32 n-step discounted reward
-    next_state: StateBatch
-    discount: np.ndarray  # [B] float32
-    weight: np.ndarray  # [B] float32 importance-sampling weight (1 without prioritized replay)
-    ce_mask: np.ndarray | None = None  # [B] float32: which actions are positives for the CE head (None = all)
+from drlrec.devices import resolve_device
+from drlrec.evaluate import validation_evaluator
+from drlrec.rl.replay import PrioritizedSampler, TransitionBatch, UniformSampler, linear_schedule
+from drlrec.rl.target import polyak_update
 
 
 class TransitionSource(Protocol):
@@ -51,20 +42,6 @@ class UpdateResult(NamedTuple):
     ce_loss: float
     q_mean: float
     td_error: np.ndarray  # [B] |TD error| for the priorities
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) -> None:
-    """target <- tau * source + (1 - tau) * target (tau = 1 is a hard copy)."""
-    with torch.no_grad():
-        for p_target, p_source in zip(target.parameters(), source.parameters(), strict=True):
-            p_target.mul_(1.0 - tau).add_(p_source, alpha=tau)
 
 
 class DQNLoss(torch.nn.Module):
@@ -92,30 +69,55 @@ class DQNLoss(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, td_loss, ce_loss, q_taken [B], td_error [B])."""
         online, target, cfg = self.online, self._target[0], self.cfg
+        detach = not cfg.td_item_grad  # keep the TD gradient off the item vectors the CE head shares
         encoded = online.encode(state)  # phi: [B, d]
-        q_taken = online.q_of_actions(encoded, action).float()  # [B] Q(s, a) of the logged action
+        q_taken = online.q_of_actions(encoded, action, detach).float()  # [B] Q(s, a) of the logged action
+        real = candidates >= FIRST_REAL_ITEM  # [C] never bootstrap from pad/unknown
 
         # Double DQN target: the online network picks a', the target network evaluates it
         with torch.no_grad():
             next_q_online = online.q_values_of(online.encode(next_state), candidates).float()  # [B, C]
-            next_q_online[:, candidates < FIRST_REAL_ITEM] = float("-inf")  # never bootstrap from pad/unknown
-            next_action = candidates[next_q_online.argmax(dim=1)]  # [B]
+            next_action = candidates[next_q_online.masked_fill(~real, float("-inf")).argmax(dim=1)]  # [B]
             next_q = target.q_of_actions(target.encode(next_state), next_action).float()  # [B]
             target_q = reward + discount * next_q  # [B]
 
         td_error = target_q - q_taken
         td_loss = (weight * F.huber_loss(q_taken, target_q, reduction="none", delta=cfg.huber_delta)).mean()
+
+        if cfg.q_negative_weight > 0:
+            # Negative-sampling Q-learning (SNQN, Xin et al. 2022): the logged user did not take the other
+            # candidates, so each one is a transition with reward 0 that leaves the state unchanged:
+            # target gamma * max_a Q(s, a) (the online network's detached estimate over the candidates, which
+            # spares a fourth LSTM pass per update). Without it the TD loss only ever touches logged actions,
+            # and the Q-head's ranking of everything else is arbitrary.
+            q_all = online.q_values_of(encoded, candidates, detach).float()  # [B, C]
+            with torch.no_grad():
+                stay_q = q_all.detach().masked_fill(~real, float("-inf")).max(dim=1).values  # [B]
+                negative_target = cfg.gamma * stay_q  # [B]
+            negative = real[None, :].expand_as(q_all).clone()
+            negative[torch.arange(len(action), device=action.device), target_index] = False  # [B, C]
+            huber = F.huber_loss(q_all, negative_target[:, None].expand_as(q_all), reduction="none", delta=cfg.huber_delta)
+            per_row = (huber * negative).sum(dim=1) / negative.sum(dim=1).clamp(min=1)  # [B]
+            td_loss = td_loss + cfg.q_negative_weight * (weight * per_row).mean()
+
         ce_loss = torch.zeros((), device=q_taken.device)
         if cfg.ce_weight > 0:
-            # SQN: supervised next-item cross-entropy on the same state representation
-            logits = online.ce_logits_of(encoded, candidates).float()
-            if ce_mask is None:
-                ce_loss = F.cross_entropy(logits, target_index)
-            else:  # online: only items the user acted on are next-item positives (ignored lists are not)
-                ce_loss = (
-                    F.cross_entropy(logits, target_index, reduction="none") * ce_mask
-                ).sum() / ce_mask.sum().clamp(min=1.0)
+            # SQN: supervised next-item cross-entropy on the same state representation, weighted like the
+            # TD loss by the importance-sampling weights (prioritized replay over-draws buys and carts)
+            logits = online.ce_logits_of(encoded, candidates).float().masked_fill(~real, -1e4)  # [B, C]
+            row_weight = weight if ce_mask is None else weight * ce_mask  # online: only acted-on items are positives
+            ce = F.cross_entropy(logits, target_index, reduction="none")  # [B]
+            ce_loss = (ce * row_weight).sum() / row_weight.sum().clamp(min=1e-6)
         return td_loss + cfg.ce_weight * ce_loss, td_loss, ce_loss, q_taken, td_error
+
+
+def replace_with_unknown(item_seq: torch.Tensor, rate: float) -> torch.Tensor:
+    """item_seq [B, L] with each real item replaced by UNKNOWN (1) with probability `rate` (torch's RNG, so
+    a resumed run draws the same). Trains the unknown vector that cold items meet at serving time."""
+    if rate <= 0:
+        return item_seq
+    drop = (torch.rand(item_seq.shape, device=item_seq.device) < rate) & (item_seq >= FIRST_REAL_ITEM)
+    return torch.where(drop, torch.full_like(item_seq, UNKNOWN_ITEM), item_seq)
 
 
 def dqn_update(
@@ -135,14 +137,17 @@ def dqn_update(
     state = TensorStates(batch.state, device)
     next_state = TensorStates(batch.next_state, device)
     action = torch.as_tensor(batch.action, dtype=torch.long, device=device)  # [B]
-    reward = torch.as_tensor(batch.reward, dtype=torch.float32, device=device)  # [B]
+    reward = torch.as_tensor(batch.reward, dtype=torch.float32, device=device) * cfg.reward_scale  # [B]
     discount = torch.as_tensor(batch.discount, dtype=torch.float32, device=device)  # [B]
     weight = torch.as_tensor(batch.weight, dtype=torch.float32, device=device)  # [B]
     ce_mask = None if batch.ce_mask is None else torch.as_tensor(batch.ce_mask, dtype=torch.float32, device=device)
     use_amp = scaler is not None and device.type == "cuda"
 
-    # the actions scored in this update: every item, or the batch's actions + uniform samples
-    candidates, target_index = candidate_items(action, online.n_items, cfg.candidates, device)
+    # the actions scored in this update: every item, or the batch's actions, the states' own items (so the
+    # repeat path always has the user's history to choose among) and uniform samples
+    candidates, target_index = candidate_items(action, online.n_items, cfg.candidates, device, state.item_seq)
+    state.item_seq = replace_with_unknown(state.item_seq, cfg.unknown_dropout)
+    next_state.item_seq = replace_with_unknown(next_state.item_seq, cfg.unknown_dropout)
 
     online.train()
     loss_module = loss_module if loss_module is not None else DQNLoss(online, target, cfg)
@@ -172,18 +177,19 @@ def dqn_update(
 
 
 def candidate_items(
-    action: torch.Tensor, n_items: int, n_sampled: int, device: torch.device
+    action: torch.Tensor, n_items: int, n_sampled: int, device: torch.device, history: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(candidates [C], position of each action in candidates [B]).
+    """(candidates [C] sorted, position of each action in candidates [B]).
 
     With `n_sampled` = 0 (or a catalogue no bigger than that) the candidates are all items. Otherwise
-    they are the unique actions of the batch plus `n_sampled` items drawn uniformly (torch's RNG, so a
-    resumed run draws the same ones); uniform proposals need no log-q correction of the softmax.
+    they are the unique actions of the batch, the items of the batch's states (`history` [B, L]) and
+    `n_sampled` items drawn uniformly (torch's RNG, so a resumed run draws the same ones).
     """
     if n_sampled <= 0 or n_items <= n_sampled:
         return torch.arange(n_items, device=device), action
     sampled = torch.randint(FIRST_REAL_ITEM, n_items, (n_sampled,), device="cpu").to(device)
-    candidates, inverse = torch.unique(torch.cat([action, sampled]), return_inverse=True)
+    parts = [action, sampled] + ([history.reshape(-1)] if history is not None else [])
+    candidates, inverse = torch.unique(torch.cat(parts), return_inverse=True)
     return candidates, inverse[: len(action)]
 
 
@@ -623,111 +629,107 @@ def train_online(
 
 # ---------------------------------------------------------------------------------------------- DQN-LSTM fit
 
+HEADS: tuple[str, ...] = ("q", "ce")
+
 
 @dataclass
-class FitResult:
+class DQNFit:
+    """What `fit_dqn_lstm` did: the trained model (its `score_with` set to the served head), the loop's
+    record, every head's validation metrics, popularity's on the same events, and the time taken."""
+
     model: DQNLSTM
     train: TrainResult
-    valid_metrics: dict[str, float]
+    valid_by_head: dict[str, dict[str, float]]
     popularity_metrics: dict[str, float]
     seconds: float
 
+    @property
+    def served_head(self) -> str:
+        return self.model.score_with
 
-def validation_evaluator(
-    valid, max_events: int, seed: int, ks: tuple[int, ...] = (10, 20)
-) -> tuple[Evaluator, np.ndarray]:
-    """Next-item full-ranking HR/NDCG on a fixed, seeded subset of validation transitions."""
-    from drlrec.evaluate import rank_events, ranking_metrics
-    from drlrec.rl.logged import state_batch
+    @property
+    def valid_metrics(self) -> dict[str, float]:
+        """The served head's validation metrics (`valid/...`), plus every head's as `valid_<head>/...`."""
+        out = dict(self.valid_by_head[self.served_head])
+        for head, metrics in self.valid_by_head.items():
+            out.update({k.replace("valid/", f"valid_{head}/"): v for k, v in metrics.items()})
+        return out
 
-    n = valid.num_transitions
-    rng = np.random.default_rng(seed + 7919)
-    index = np.sort(rng.choice(n, size=min(n, max_events), replace=False)) if n else np.zeros(0, np.int64)
-    states = state_batch(valid, index)
-    targets = valid.action_item[index].astype(np.int64)
 
-    def evaluate(model) -> dict[str, float]:
-        metrics = ranking_metrics(rank_events(model, states, targets).ranks, ks)
-        return {f"valid/{k}": v for k, v in metrics.items()}
+def trained_heads(cfg: TrainConfig) -> tuple[str, ...]:
+    """The heads a config trains: the Q-head always, the supervised head when ce_weight > 0."""
+    return HEADS if cfg.ce_weight > 0 else ("q",)
 
-    return evaluate, index
+
+def head_evaluator(valid, cfg: TrainConfig, seed: int) -> Evaluator:
+    """Validation NDCG/HR of every trained head on the same seeded events; `valid/ndcg_at_10` is the best
+    head's (what early stopping watches), `valid_<head>/...` each head's."""
+    evaluate, _ = validation_evaluator(valid, cfg.eval_max_events, seed)
+    heads = trained_heads(cfg)
+
+    def evaluate_heads(model: DQNLSTM) -> dict[str, float]:
+        served = model.score_with
+        scores: dict[str, float] = {}
+        try:
+            for head in heads:
+                model.score_with = head
+                scores.update({k.replace("valid/", f"valid_{head}/"): v for k, v in evaluate(model).items()})
+        finally:
+            model.score_with = served
+        best = max(heads, key=lambda h: scores[f"valid_{h}/ndcg_at_10"])
+        scores.update({k.replace(f"valid_{best}/", "valid/"): v for k, v in scores.items() if k.startswith(f"valid_{best}/")})
+        return scores
+
+    return evaluate_heads
 
 
 def fit_dqn_lstm(
-    train,
-    valid,
-    n_items: int,
-    n_categories: int,
-    model_cfg,
+    model: DQNLSTM,
+    data: TrainingData,
     cfg: TrainConfig,
     seed: int,
+    env=None,
     checkpoint_path: str | Path | None = None,
     resume_key: str = "",
     track: Tracker | None = None,
     progress: bool = False,
     ddp: DDPContext | None = None,
-) -> FitResult:
-    """Build and train a DQN-LSTM on logged transitions (features.Transitions for train and valid).
+) -> DQNFit:
+    """The one way to train a DQN-LSTM: `model` in place, on `data` (train and valid transitions).
 
-    With `ddp` the learning rate is scaled by scale.ddp_lr_scaling and the final validation runs on rank
-    0 only (the other ranks return empty metrics)."""
+    `cfg.mode` offline: Double DQN on the logged train transitions, early stopping on validation.
+    `cfg.mode` online: episodes against `env` (a SimulatedEnv fitted on the train split).
+    Then every trained head is scored on the same validation events and the better one becomes the served
+    head (`model.score_with`). With `ddp` the learning rate is scaled by scale.ddp_lr_scaling and only
+    rank 0 validates (the other ranks return empty metrics)."""
     import dataclasses
     import time
 
+    from drlrec.errors import ConfigError
     from drlrec.models.popularity import Popularity
     from drlrec.rl.logged import LoggedTransitions
 
     started = time.perf_counter()
-    torch.manual_seed(seed)
-    device = resolve_device(cfg.device) if ddp is None else ddp.device
     if ddp is not None:
         cfg = dataclasses.replace(cfg, lr=cfg.lr * ddp.lr_factor())
-    score_with = "ce" if cfg.ce_weight > 0 else "q"
-    model = DQNLSTM(n_items, n_categories, model_cfg, device=device, score_with=score_with)
-    evaluate, _ = validation_evaluator(valid, cfg.eval_max_events, seed)
-    result = train_offline(
-        model,
-        LoggedTransitions(train, cfg.reward),
-        cfg,
-        seed=seed,
-        evaluate=evaluate,
-        checkpoint_path=checkpoint_path,
-        track=track,
-        progress=progress,
-        resume_key=resume_key,
-        ddp=ddp,
-    )
+    evaluate = head_evaluator(data.valid, cfg, seed)
+    if cfg.mode == "online":
+        if env is None:
+            raise ConfigError("train.mode=online needs a simulated environment (drlrec train builds one)")
+        result = train_online(model, env, cfg, seed=seed, track=track, progress=progress)
+    else:
+        result = train_offline(
+            model, LoggedTransitions(data.train, cfg.reward), cfg, seed=seed, evaluate=evaluate,
+            checkpoint_path=checkpoint_path, track=track, progress=progress, resume_key=resume_key, ddp=ddp,
+        )
     if ddp is not None and not ddp.is_main:
-        return FitResult(model, result, {}, {}, time.perf_counter() - started)
-    valid_metrics = evaluate(model)
-    popularity = Popularity(n_items).fit(train.action_item)
-    return FitResult(model, result, valid_metrics, evaluate(popularity), time.perf_counter() - started)
-
-
-def fit_dqn_lstm_online(
-    train,
-    valid,
-    env,
-    n_items: int,
-    n_categories: int,
-    model_cfg,
-    cfg: TrainConfig,
-    seed: int,
-    track: Tracker | None = None,
-    progress: bool = False,
-) -> FitResult:
-    """Build a DQN-LSTM and train it online against `env` (a SimulatedEnv fitted on `train`), then
-    report the same validation NDCG@10 (and popularity's) as the offline mode, on the logged valid split."""
-    import time
-
-    from drlrec.models.popularity import Popularity
-
-    started = time.perf_counter()
-    torch.manual_seed(seed)
-    device = resolve_device(cfg.device)
-    model = DQNLSTM(n_items, n_categories, model_cfg, device=device, score_with="ce" if cfg.ce_weight > 0 else "q")
-    result = train_online(model, env, cfg, seed=seed, track=track, progress=progress)
-    evaluate, _ = validation_evaluator(valid, cfg.eval_max_events, seed)
-    valid_metrics = evaluate(model)
-    popularity = Popularity(n_items).fit(train.action_item)
-    return FitResult(model, result, valid_metrics, evaluate(popularity), time.perf_counter() - started)
+        return DQNFit(model, result, {"q": {}}, {}, time.perf_counter() - started)
+    scores = evaluate(model)
+    by_head = {
+        head: {k.replace(f"valid_{head}/", "valid/"): v for k, v in scores.items() if k.startswith(f"valid_{head}/")}
+        for head in trained_heads(cfg)
+    }
+    model.score_with = max(by_head, key=lambda h: by_head[h]["valid/ndcg_at_10"])
+    popularity_eval, _ = validation_evaluator(data.valid, cfg.eval_max_events, seed)
+    popularity = popularity_eval(Popularity(data.n_items).fit(data.train.action_item))
+    return DQNFit(model, result, by_head, popularity, time.perf_counter() - started)
