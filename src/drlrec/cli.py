@@ -20,7 +20,7 @@ Registry:  register, models, promote, rollback (MLflow Model Registry, @champion
 Orchestration:  flow (run the Prefect training flow once), deploy (scheduled training + monitoring)
 Online:  serve (FastAPI + Redis), ab report (A/B test statistics), monitor (Evidently drift)
 Tools:  synth (generate a calibrated Taobao-like log; --drift a shifted period), stats (profile any log),
-  compare (all models, one table)
+  compare (all models, one table), tune (Optuna on validation NDCG@10)
 
 Every command reads params.yaml (--params PATH) and accepts repeatable overrides,
 e.g. `drlrec synth --set synth.users=500`. Errors print one line and exit non-zero
@@ -110,10 +110,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from drlrec.stages import tune_stage
+
+    tune_stage(
+        _load(args),
+        args.model,
+        trials=args.trials,
+        timeout=args.timeout,
+        write_params=args.params if args.write_params else None,
+        features_dir=args.features,
+    )
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from drlrec.stages import simulate_stage
 
-    simulate_stage(_load(args), features_dir=args.features, out_dir=args.out, sessions=args.sessions)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()] if args.policies else None
+    simulate_stage(
+        _load(args), features_dir=args.features, out_dir=args.out, sessions=args.sessions, policies=policies
+    )
     return 0
 
 
@@ -380,22 +397,58 @@ def build_parser() -> argparse.ArgumentParser:
         "--features", type=Path, default=None, help="featurize output folder (default: paths.features)"
     )
     p = add(
+        "tune",
+        cmd_tune,
+        "search a model's hyper-parameters with Optuna on validation NDCG@10 (never the test split)",
+        "Run a seeded Optuna TPE study over the model's search space (drlrec.tune.SEARCH_SPACES: train:/model:\n"
+        "keys for dqn_lstm, baselines.<name>.* for the others). Each trial fits the model on the train period\n"
+        "with its own budget from params and scores NDCG@10 on the same fixed validation events\n"
+        "(tune.eval_max_events, seed base.seed); the test period is never read. The study is stored in\n"
+        "<paths.tune>/<model>.db and named after the model and a hash of the data and the fixed config, so\n"
+        "running it again resumes it: --trials N means N finished trials in total. Every trial is a nested\n"
+        "MLflow run of `tune-<model>`. Prints one line per trial and the trials table and writes\n"
+        "<paths.tune>/<model>.json. --write-params puts the best values into the --params file in place\n"
+        "(only those keys; comments kept; each edited line marked `# tuned: valid NDCG@10 ...`).",
+    )
+    p.add_argument("--model", required=True, metavar="NAME", help="registry model to tune (item_knn, gru4rec, dqn_lstm, ...)")
+    p.add_argument(
+        "--trials", type=int, default=None, metavar="N",
+        help="finished trials the study should hold in total (default: tune.trials)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=None, metavar="S",
+        help="start no new trial after S seconds of this call (default: tune.timeout; 0 = no limit)",
+    )
+    p.add_argument(
+        "--write-params", action="store_true",
+        help="write the best values into the --params file (only those keys; comments and layout kept)",
+    )
+    p.add_argument(
+        "--features", type=Path, default=None, help="featurize output folder (default: paths.features)"
+    )
+    p = add(
         "simulate",
         cmd_simulate,
-        "fit the user simulator, check its calibration on held-out days, score reference policies",
+        "fit the user simulator, check its calibration on held-out days, compare policies in it",
         "Fit the user simulator (params simulator:) on the train split: who acts on a recommended item,\n"
         "with which behaviour, and when the session ends. Check it against the validation split\n"
-        "(predicted vs observed by decile, AUC, P(behaviour | interaction)) and run popularity, the\n"
-        "user's recent items, random lists and the trained DQN-LSTM (when paths.model has one) on the\n"
-        "same seeded simulated sessions. Writes paths.simulator/{simulator.npz, calibration.md/.csv/.png,\n"
-        "policies.json, simulate.md}; logs them to MLflow.",
+        "(predicted vs observed by decile, AUC, P(behaviour | interaction)) and run the policies of\n"
+        "simulate.policies on the same seeded simulated sessions: the trained DQN-LSTM with its Q-head\n"
+        "(dqn_lstm[q]) and its supervised head (dqn_lstm[ce]), recent_items, item_knn, sasrec (fitted on\n"
+        "the train split), popularity, random. Return, CTR, conversion and purchases per session with\n"
+        "bootstrap CIs over sessions, and the paired Q - CE difference. Writes paths.simulator/\n"
+        "{simulator.npz, calibration.md/.csv/.png, policies.json, simulate.md}; logs them to MLflow.",
     )
     p.add_argument(
         "--features", type=Path, default=None, help="featurize output folder (default: paths.features)"
     )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: paths.simulator)")
     p.add_argument(
-        "--sessions", type=int, default=1000, help="simulated sessions per policy (default: %(default)s)"
+        "--sessions", type=int, default=None, help="simulated sessions per policy (default: env.sessions)"
+    )
+    p.add_argument(
+        "--policies", default=None, metavar="A,B",
+        help="comma-separated policies, e.g. dqn_lstm[q],dqn_lstm[ce],recent_items (default: simulate.policies)",
     )
     add(
         "register",

@@ -2,6 +2,7 @@
 
 Loading has no side effects: nothing is created, no URI is set. Overrides use the CLI's
 `--set section.key=value` syntax; values are parsed as YAML, so `--set synth.users=500` is an int.
+A params file with a top-level `extends: params.yaml` is an overlay on that file (`read_params_yaml`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class PathsConfig:
     partitions: str = "artifacts/partitions"
     """Working folder of the partitioned ingest and featurize (scale.partitions > 1): per-partition files,
     removed when the combined outputs are written. Must be shared storage for a remote Dask cluster."""
+    tune: str = "artifacts/tune"
+    """`drlrec tune`: one Optuna study per model in <tune>/<model>.db (SQLite, so a study resumes) and the
+    trials table with the best values in <tune>/<model>.json."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,11 @@ class SynthConfig:
 class IngestConfig:
     """Streaming CSV -> typed Parquet with quarantine (`drlrec ingest`)."""
 
+    format: Literal["taobao", "diginetica"] = "taobao"
+    """Raw log format: `taobao` (UserBehavior: user_id,item_id,category_id,behavior_type,timestamp) or
+    `diginetica` (CIKM Cup 2016 train-item-views.csv: `;`-separated, header
+    sessionId;userId;itemId;timeframe;eventdate or session_id;user_id;...; sessions become users, every row
+    a pv, category_id 0, timestamp = eventdate 00:00 UTC + timeframe ms // 1000; see drlrec.data.ingest)."""
     window_start: int = TAOBAO_WINDOW_START
     """First valid timestamp (inclusive), Unix seconds. Default 2017-11-25 00:00 UTC+8."""
     window_end: int = TAOBAO_WINDOW_END
@@ -254,6 +263,8 @@ class ModelConfig:
     repeat_head: bool = True
     """Add a learned score for items already in the state, per position and behaviour (re-views are a
     large share of e-commerce clicks; a dot-product head alone learns them slowly)."""
+    repeat_init: float = 1.0
+    """Initial repeat weight of the latest slot (older slots decay by 0.8 per step); 0 = start at zero."""
 
 
 @dataclass(frozen=True)
@@ -291,6 +302,19 @@ class TrainConfig:
     """Items scored per update: the batch's logged actions plus this many uniform samples, shared by the
     batch (a sampled softmax for the CE head, a sampled argmax for the Double-DQN target). Keeps an
     update O(candidates) instead of O(n_items), which a 4M-item catalogue needs. 0 = full catalogue."""
+    q_negative_weight: float = 1.0
+    """Negative-sampling Q-learning (SNQN): every scored candidate the logged user did not take is a
+    transition with reward 0 that leaves the state unchanged (target gamma * max Q(s, .)), with this weight
+    on its Huber loss. 0 = TD on the logged actions only (the Q-head then never learns to rank the rest)."""
+    td_item_grad: bool = True
+    """Whether the TD loss's gradient reaches the item vectors that the Q-head shares with the CE head
+    (false: the TD loss trains the encoder, the Q biases and the repeat weights only)."""
+    unknown_dropout: float = 0.1
+    """Probability that a state item is replaced by the unknown item (index 1) in a training batch, so
+    the unknown vector is trained: without it no train event maps to unknown (min_count 1), while most
+    state items of real test periods are unknown."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this in the TD target (SQN's reward scale)."""
     prioritized: bool = True
     """Proportional prioritized replay; false samples uniformly."""
     per_alpha: float = 0.6
@@ -365,7 +389,15 @@ class EvaluateConfig:
     batch_size: int = 512
     """States scored at once (memory: batch_size x n_items floats)."""
     models: tuple[str, ...] = ("popularity", "recent_popularity", "item_knn", "tabular_q", "gru4rec", "sasrec", "drr", "dqn_lstm")
-    """Models `drlrec compare` trains and evaluates, in table order."""
+    """Models `drlrec compare` trains and evaluates, in table order (dqn_lstm gives two rows, one per scoring
+    head: dqn_lstm[q] and dqn_lstm[ce])."""
+    reference: str = "auto"
+    """The row `drlrec compare` reports paired differences against: a row name (e.g. `item_knn`,
+    `dqn_lstm[ce]`), or `auto` = the model with the best validation NDCG@10 among those whose name does not
+    start with `dqn_lstm` (the best baseline)."""
+    valid_max_events: int = 50000
+    """Validation events (one seeded sample, the same for every model; 0 = all) behind compare's
+    `valid NDCG@10` column and the `auto` reference."""
 
 
 @dataclass(frozen=True)
@@ -394,8 +426,55 @@ class ItemKNNConfig:
 
 
 @dataclass(frozen=True)
+class RecentItemsConfig:
+    """No-learning "recent items" heuristic: the state's own items, recency-weighted (`recent_items`)."""
+
+    decay: float = 0.8
+    """Weight of a state position `a` interactions before the latest one: decay ** a (age 0 = the latest);
+    an item's score sums its positions. In (0, 1]."""
+    behavior_weights: dict[str, float] = field(
+        default_factory=lambda: {"pv": 1.0, "cart": 1.0, "fav": 1.0, "buy": 1.0}
+    )
+    """Factor on a state position by its behaviour (pv, cart, fav, buy; a missing one counts 1; >= 0)."""
+    popularity_prior: float = 0.01
+    """Tie-breaker: train popularity scaled so the most popular item adds this fraction of the smallest
+    possible state-item score; in [0, 1), so it fills the list but never lifts an item above a state
+    item. 0 = off."""
+
+
+@dataclass(frozen=True)
+class SessionKNNConfig:
+    """V-SKNN session kNN (Ludewig & Jannach 2018; Ludewig et al. 2021) over the train sessions (`session_knn`)."""
+
+    k: int = 100
+    """Neighbour sessions kept per state: the most similar among the sampled candidates."""
+    sample_size: int = 500
+    """Candidate sessions per state: the most recent train sessions that share an item with the state;
+    0 = all of them."""
+    weighting: Literal["linear", "div", "quadratic", "log", "same"] = "div"
+    """Weight of a state position by its position i = 1..n (oldest first, n non-padding positions):
+    linear max(1 - 0.1 (n - i), 0), div i / n, quadratic (i / n) ** 2, log 1 / log10(n - i + 1.7),
+    same 1. A repeated item takes the weight of its latest position."""
+    normalization: Literal["dot", "cosine"] = "dot"
+    """Similarity of the weighted state to a binary train session: dot = the sum of the weights of the
+    state items in the session; cosine = that sum / (|state weights| * sqrt(items in the session))."""
+    score_weighting: Literal["same", "div", "linear", "quadratic", "log"] = "same"
+    """Factor on a neighbour's similarity by step s, 1 + the age of the most recent state item that the
+    neighbour contains (session-rec's `weighting_score`): same 1, div 1 / s, linear max(1 - 0.1 s, 0),
+    quadratic 1 / s ** 2, log 1 / log10(s + 1.7)."""
+    idf_weighting: float = 0.0
+    """score(item) sums similarity * (1 + idf_weighting * idf(item)), idf = log(train sessions /
+    sessions holding the item); 0 = off."""
+    popularity_prior: float = 0.01
+    """Tie-breaker: train popularity scaled to this fraction of the row's smallest positive kNN score, so it
+    fills the list (states without neighbours) but never lifts an item above a scored one; in [0, 1)."""
+
+
+@dataclass(frozen=True)
 class GRU4RecConfig:
-    """GRU4Rec with category input, a user-context initial state and a category output term (`gru4rec`)."""
+    """GRU4Rec (Hidasi & Czapp 2023 style) with category and behaviour inputs and a category output term (`gru4rec`).
+
+    Trained on whole user sequences, every position supervised (drlrec.models.next_item)."""
 
     item_dim: int = 64
     """Item embedding size (input side)."""
@@ -406,25 +485,43 @@ class GRU4RecConfig:
     hidden: int = 128
     """GRU hidden size, also the size of the item and category output vectors."""
     dropout: float = 0.1
-    """Dropout on the GRU inputs and outputs."""
-    steps: int = 1500
-    """Gradient steps."""
-    batch_size: int = 256
-    """Transitions per step (each contributes one next-item target per non-padding state position)."""
+    """Dropout on the GRU inputs (the embeddings)."""
+    hidden_dropout: float = 0.1
+    """Dropout on the GRU outputs, before the output layer."""
+    max_len: int = 50
+    """Training chunk length: each user's train sequence is cut into chunks of max_len + 1 events."""
+    max_epochs: int = 10
+    """Budget: passes over all training chunks."""
+    batch_size: int = 64
+    """Chunks per gradient step (each contributes up to max_len next-item targets)."""
     lr: float = 0.002
     """Adam learning rate."""
-    candidates: int = 2048
-    """Sampled softmax: the batch's targets plus this many items drawn uniformly among the train items;
-    0 = full softmax over the catalogue."""
-    eval_every: int = 250
-    """Steps between validation evaluations (NDCG@10, full ranking) for early stopping."""
-    patience: int = 3
-    """Evaluations without improvement before stopping; the best validated weights are kept."""
+    loss: Literal["full", "sampled"] = "full"
+    """`full`: cross-entropy over every item when batch_size x max_len x n_items <= max_logits, else
+    sampled; `sampled`: sampled softmax with logQ correction."""
+    max_logits: int = 200_000_000
+    """Memory cap of full cross-entropy in logits (floats) per batch; above it the loss is sampled."""
+    candidates: int = 4096
+    """Sampled softmax: negatives per batch, shared by its positions, drawn with replacement."""
+    negative_alpha: float = 0.5
+    """Sampled softmax: negatives are drawn with probability ∝ train count ** negative_alpha (0 uniform,
+    1 popularity); logits are corrected by log(candidates x probability)."""
+    unknown_dropout: float = 0.1
+    """Share of input items replaced by UNKNOWN (index 1) in training, so unknown state items are learned."""
+    eval_every: int = 1
+    """Epochs between validation evaluations (NDCG@10, full ranking) for early stopping."""
+    patience: int = 2
+    """Epochs without improvement before stopping; the best validated weights are kept."""
+
+    def __post_init__(self) -> None:
+        _check_sequence_training(self, "gru4rec")
 
 
 @dataclass(frozen=True)
 class SASRecConfig:
-    """SASRec: causal self-attention over the state, tied item embeddings for the output (`sasrec`)."""
+    """SASRec: causal self-attention, tied item embeddings for the output, full cross-entropy (`sasrec`).
+
+    Trained on whole user sequences, every position supervised (drlrec.models.next_item)."""
 
     dim: int = 64
     """Embedding and hidden size."""
@@ -435,19 +532,42 @@ class SASRecConfig:
     dropout: float = 0.2
     """Dropout on embeddings, attention and feed-forward layers."""
     max_len: int = 50
-    """Longest state the positional embedding covers (the state length N must not exceed it)."""
-    steps: int = 1500
-    """Gradient steps."""
-    batch_size: int = 256
-    """Transitions per step (each contributes one next-item target per non-padding state position)."""
+    """Training chunk length (chunks of max_len + 1 events) and the positions the positional embedding
+    covers; a scored state must not be longer."""
+    max_epochs: int = 10
+    """Budget: passes over all training chunks."""
+    batch_size: int = 64
+    """Chunks per gradient step (each contributes up to max_len next-item targets)."""
     lr: float = 0.002
     """Adam learning rate."""
-    candidates: int = 2048
-    """Sampled softmax: the batch's targets plus this many uniform items; 0 = full softmax."""
-    eval_every: int = 250
-    """Steps between validation evaluations (NDCG@10, full ranking) for early stopping."""
-    patience: int = 3
-    """Evaluations without improvement before stopping; the best validated weights are kept."""
+    loss: Literal["full", "sampled"] = "full"
+    """`full`: cross-entropy over every item when batch_size x max_len x n_items <= max_logits, else
+    sampled; `sampled`: sampled softmax with logQ correction."""
+    max_logits: int = 200_000_000
+    """Memory cap of full cross-entropy in logits (floats) per batch; above it the loss is sampled."""
+    candidates: int = 4096
+    """Sampled softmax: negatives per batch, shared by its positions, drawn with replacement."""
+    negative_alpha: float = 0.5
+    """Sampled softmax: negatives are drawn with probability ∝ train count ** negative_alpha (0 uniform,
+    1 popularity); logits are corrected by log(candidates x probability)."""
+    unknown_dropout: float = 0.1
+    """Share of input items replaced by UNKNOWN (index 1) in training, so unknown state items are learned."""
+    eval_every: int = 1
+    """Epochs between validation evaluations (NDCG@10, full ranking) for early stopping."""
+    patience: int = 2
+    """Epochs without improvement before stopping; the best validated weights are kept."""
+
+    def __post_init__(self) -> None:
+        _check_sequence_training(self, "sasrec")
+
+
+def _check_sequence_training(cfg: GRU4RecConfig | SASRecConfig, name: str) -> None:
+    """One-line ConfigError for a sequence model's training settings that can't work."""
+    for key in ("max_len", "batch_size", "candidates", "eval_every"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"baselines.{name}.{key} must be >= 1, got {getattr(cfg, key)}")
+    if not 0.0 <= cfg.unknown_dropout < 1.0:
+        raise ConfigError(f"baselines.{name}.unknown_dropout must be in [0, 1), got {cfg.unknown_dropout}")
 
 
 @dataclass(frozen=True)
@@ -508,7 +628,7 @@ class DRRConfig:
 
 @dataclass(frozen=True)
 class BaselinesConfig:
-    """The comparison models behind the shared interface (models.factory): budgets and hyper-parameters."""
+    """The comparison models behind the shared interface (drlrec.model_factory): budgets and hyper-parameters."""
 
     device: str = "auto"
     """Torch models: `auto` (CUDA when present, else CPU), `cpu` or `cuda[:N]`."""
@@ -520,6 +640,10 @@ class BaselinesConfig:
     """`recent_popularity`."""
     item_knn: ItemKNNConfig = field(default_factory=ItemKNNConfig)
     """`item_knn`."""
+    recent_items: RecentItemsConfig = field(default_factory=RecentItemsConfig)
+    """`recent_items`."""
+    session_knn: SessionKNNConfig = field(default_factory=SessionKNNConfig)
+    """`session_knn`."""
     gru4rec: GRU4RecConfig = field(default_factory=GRU4RecConfig)
     """`gru4rec`."""
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
@@ -594,8 +718,26 @@ class EnvConfig:
     """Simulated seconds between two interactions (time-gap step feature, profile ages)."""
     start_split: Literal["train", "valid"] = "valid"
     """SimulatedEnv draws its start states from this split's logged states."""
-    sessions: int = 500
-    """Sessions simulate_policy runs per evaluated model."""
+    sessions: int = 1000
+    """Sessions `drlrec simulate` runs per policy (`--sessions` overrides): the same seeded ones for all."""
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """simulate: the policies `drlrec simulate` compares on the same seeded simulated sessions (env.sessions
+    of them) and the bootstrap over sessions behind their confidence intervals."""
+
+    policies: tuple[str, ...] = (
+        "dqn_lstm[q]", "dqn_lstm[ce]", "recent_items", "item_knn", "sasrec", "popularity", "random"
+    )
+    """`dqn_lstm[q]` / `dqn_lstm[ce]`: the trained DQN-LSTM of paths.model scored with its Q-head / its
+    supervised CE head (left out when there is none); `random`: uniform lists; any other model_factory name:
+    fitted on the train split with its params budget (`recent_items` without a registry model: the user's
+    k most recent distinct items). `drlrec simulate --policies` overrides."""
+    bootstrap: int = 1000
+    """Percentile-bootstrap resamples of sessions behind every CI and the paired Q - CE difference (0 = none)."""
+    ci: float = 0.95
+    """Confidence level of those CIs."""
 
 
 @dataclass(frozen=True)
@@ -799,6 +941,21 @@ class ScaleConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """tune: `drlrec tune --model NAME`, an Optuna study (seeded TPE) over the model's search space in
+    drlrec.tune, scored on validation NDCG@10 only; every trial fits with the model's own budget from params."""
+
+    trials: int = 20
+    """Finished trials the study should hold (`--trials` overrides); a resumed study runs only the missing ones."""
+    timeout: float = 0.0
+    """Stop starting new trials after this many seconds of this call (`--timeout` overrides); 0 = no limit."""
+    eval_max_events: int = 5000
+    """Validation events every trial is scored on: the same fixed, seeded subset for every trial and model."""
+    startup_trials: int = 5
+    """Trials drawn at random before TPE models the finished ones (Optuna's n_startup_trials)."""
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -814,6 +971,7 @@ class Params:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
@@ -821,6 +979,7 @@ class Params:
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     ab: ABConfig = field(default_factory=ABConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -931,8 +1090,28 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     return merged
 
 
-def read_params_yaml(path: str | Path) -> dict[str, Any]:
-    """Read params.yaml as a plain dict (missing file or bad YAML -> ConfigError)."""
+#: Top-level key of an overlay params file: the params file it changes (relative to the overlay's folder).
+EXTENDS_KEY = "extends"
+
+
+def merge_params(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overlay` laid over it: mappings merge key by key, any other value (lists too) replaces."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_params(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_params_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read params.yaml as a plain dict (missing file or bad YAML -> ConfigError).
+
+    A file with a top-level `extends: OTHER.yaml` is an overlay: OTHER (a path relative to the overlay's
+    folder, itself possibly an overlay) is read first and the overlay's keys are merged over it, so e.g.
+    params/diginetica.yaml holds only what differs from params.yaml.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
@@ -942,7 +1121,16 @@ def read_params_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return data
+    if EXTENDS_KEY not in data:
+        return data
+    parent = data.pop(EXTENDS_KEY)
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: {EXTENDS_KEY} must be the path of a params file, got {parent!r}")
+    seen = (*_seen, path.resolve())
+    parent_path = path.parent / parent
+    if parent_path.resolve() in seen:
+        raise ConfigError(f"{path}: {EXTENDS_KEY} {parent!r} forms a cycle")
+    return merge_params(read_params_yaml(parent_path, seen), data)
 
 
 def params_from_dict(data: dict[str, Any]) -> Params:

@@ -8,7 +8,7 @@ a target that is itself unknown (a cold item) can't be hit and counts as a miss,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -88,6 +88,26 @@ def rank_events(
     return RankedEvents(ranks)
 
 
+def validation_evaluator(
+    valid, max_events: int, seed: int, ks: tuple[int, ...] = (10, 20)
+) -> tuple[Callable[[Recommender], dict[str, float]], np.ndarray]:
+    """Next-item full-ranking HR/NDCG on a fixed, seeded subset of validation transitions: what every
+    model's early stopping and `drlrec tune` read (`valid/ndcg_at_10`, ...). Returns (evaluate, index)."""
+    from drlrec.rl.logged import state_batch
+
+    n = valid.num_transitions
+    rng = np.random.default_rng(seed + 7919)
+    index = np.sort(rng.choice(n, size=min(n, max_events), replace=False)) if n else np.zeros(0, np.int64)
+    states = state_batch(valid, index)
+    targets = valid.action_item[index].astype(np.int64)
+
+    def evaluate(model: Recommender) -> dict[str, float]:
+        metrics = ranking_metrics(rank_events(model, states, targets).ranks, ks)
+        return {f"valid/{k}": v for k, v in metrics.items()}
+
+    return evaluate, index
+
+
 # ------------------------------------------------------------------------------------------ the protocol
 
 PROTOCOL = (
@@ -99,8 +119,13 @@ PROTOCOL = (
     "(unknown to the vocabulary) counts as a miss. Ties rank the lower item index first. HR@k, NDCG@k and MRR "
     "per event; Precision/Recall/F1/MAP@k per user from one list at the user's first test event against the set of "
     "items the user bought during the test period; catalogue coverage, intra-list category diversity and novelty "
-    "(mean -log2 train popularity) of the top-{list_k} lists. 95% CIs: percentile bootstrap over events (users for "
-    "the per-user metrics, lists for the list metrics), {bootstrap} resamples, seed {seed}."
+    "(mean -log2 train popularity) of the top-{list_k} lists. Each event's target is one of: in_state (in the "
+    "last-N state), in_history (a known item the user touched earlier, in any split, but not in the state), "
+    "known_new (a known item new to the user) or cold (unknown to the vocabulary); HR/NDCG@10 are also reported "
+    "within each type, and the reachable ceiling is the share of targets that are not cold. 95% CIs: percentile "
+    "bootstrap over users (a resampled user brings all of their events: a cluster bootstrap of the event mean, "
+    "for the per-event, per-user and per-list metrics; lists for coverage), {bootstrap} resamples, seed {seed}; a "
+    "difference between two models is bootstrapped paired (the same resampled users for both)."
 )
 
 
@@ -138,6 +163,65 @@ def bootstrap_means(
     alpha = (1.0 - ci) / 2.0
     low, high = np.quantile(boot, [alpha, 1.0 - alpha], axis=0)
     return [Interval(float(a), float(b), float(c)) for a, b, c in zip(means, low, high, strict=True)]
+
+
+def user_bootstrap_means(
+    values: np.ndarray, users: np.ndarray, n_boot: int, ci: float = 0.95, seed: int = 0,
+    max_cells: int = 20_000_000,
+) -> list[Interval]:
+    """Event mean of each column of `values` ([E] or [E, m]) with a percentile CI that resamples USERS.
+
+    Events of one user are correlated, so a resample draws users with replacement and brings all of
+    each drawn user's events (a cluster bootstrap); its estimate is the ratio
+    sum_u count_u * sum_u(values) / sum_u count_u * n_u. Vectorized like `bootstrap_means`: per-user
+    sums and event counts once, then a chunk of multinomial count vectors [c, U] @ [U, m]."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[:, None] if v.ndim == 1 else v
+    n, m = v.shape
+    users = np.asarray(users)
+    if users.shape != (n,):
+        raise ValueError(f"users has shape {users.shape}, expected one user per event ({n},)")
+    if n == 0:
+        return [Interval(float("nan"), float("nan"), float("nan"))] * m
+    means = v.mean(axis=0)
+    uniq, inverse = np.unique(users, return_inverse=True)
+    n_users = len(uniq)
+    if n_boot <= 0 or n_users == 1:
+        return [Interval(float(x), float(x), float(x)) for x in means]
+    order = np.argsort(inverse, kind="stable")
+    user_events = np.bincount(inverse, minlength=n_users).astype(np.float64)  # [U], every user has >= 1
+    starts = np.concatenate([[0], np.cumsum(user_events[:-1])]).astype(np.int64)
+    user_sums = np.add.reduceat(v[order], starts, axis=0)  # [U, m]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, max_cells // n_users))
+    boots = []
+    for start in range(0, n_boot, chunk):
+        counts = rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=min(chunk, n_boot - start))  # [c, U]
+        boots.append((counts @ user_sums) / (counts @ user_events)[:, None])  # [c, m]
+    boot = np.concatenate(boots)
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.quantile(boot, [alpha, 1.0 - alpha], axis=0)
+    return [Interval(float(a), float(b), float(c)) for a, b, c in zip(means, low, high, strict=True)]
+
+
+def paired_difference(
+    values_a: np.ndarray, values_b: np.ndarray, users: np.ndarray, n_boot: int, ci: float = 0.95, seed: int = 0
+) -> list[Interval]:
+    """mean(a) - mean(b) of two models' per-event values on the SAME events ([E] or [E, m] each), with a
+    paired user-level bootstrap CI: each resample draws one set of users and applies it to both models.
+
+    The ratio estimator is linear in the values, so with the same counts the difference of the two
+    models' estimates equals the estimate of the per-event differences: one `user_bootstrap_means` call."""
+    a = np.asarray(values_a, dtype=np.float64)
+    b = np.asarray(values_b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values differ in shape: {a.shape} vs {b.shape} (not the same events?)")
+    return user_bootstrap_means(a - b, users, n_boot, ci, seed)
+
+
+def excludes_zero(interval: Interval) -> bool:
+    """True when the interval lies strictly on one side of 0 (for a difference: one model beats the other)."""
+    return bool(interval.low > 0 or interval.high < 0)
 
 
 def per_event_values(ranks: np.ndarray, ks: Sequence[int]) -> tuple[list[str], np.ndarray]:
@@ -280,6 +364,85 @@ class PriorBuys:
         return out
 
 
+class FirstSeen:
+    """When each user first interacted with each known item, from the logged transitions of every split."""
+
+    def __init__(self, splits: Sequence, users: np.ndarray | None = None) -> None:
+        """`users`: keep only these users' events (bounds memory on a large log; None = everyone)."""
+        empty = np.zeros(0, np.int64)
+        all_users = np.concatenate([empty, *(np.asarray(t.user_id, np.int64) for t in splits)])
+        items = np.concatenate([empty, *(t.action_item.astype(np.int64) for t in splits)])
+        times = np.concatenate([empty, *(np.asarray(t.timestamp, np.int64) for t in splits)])
+        keep = items >= FIRST_REAL_ITEM
+        if users is not None:
+            keep &= np.isin(all_users, np.asarray(users, np.int64))
+        all_users, items, times = all_users[keep], items[keep], times[keep]
+        self.uniq = np.unique(all_users)
+        self.width = np.int64(items.max() + 1 if len(items) else FIRST_REAL_ITEM)
+        keys = np.searchsorted(self.uniq, all_users) * self.width + items  # one key per (user, item)
+        order = np.lexsort((times, keys))
+        keys, times = keys[order], times[order]
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = keys[1:] != keys[:-1]
+        self.keys, self.first_time = keys[first], times[first]  # sorted keys, earliest time of each
+
+    def before(self, users: np.ndarray, items: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """[E] bool: the user interacted with the (known) item strictly before the time."""
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        out = np.zeros(len(users), dtype=bool)
+        if not len(self.keys) or not len(users):
+            return out
+        rank = np.searchsorted(self.uniq, users)
+        safe_rank = np.minimum(rank, len(self.uniq) - 1)
+        ok = (self.uniq[safe_rank] == users) & (items >= FIRST_REAL_ITEM) & (items < self.width)
+        probe = safe_rank * self.width + np.where(ok, items, 0)
+        pos = np.minimum(np.searchsorted(self.keys, probe), len(self.keys) - 1)
+        return ok & (self.keys[pos] == probe) & (self.first_time[pos] < np.asarray(times, np.int64))
+
+
+#: Target types, in code order: every event's target is exactly one of them.
+TARGET_TYPES: tuple[str, ...] = ("in_state", "in_history", "known_new", "cold")
+IN_STATE, IN_HISTORY, KNOWN_NEW, COLD = range(len(TARGET_TYPES))
+#: Cut-off of the HR/NDCG reported within each target type.
+BREAKDOWN_K = 10
+
+
+def target_types(test, index: np.ndarray, first_seen: FirstSeen) -> np.ndarray:
+    """[E] int8 code into TARGET_TYPES of each test transition's target at `index`: in_state (a known item
+    in the state's item_seq), in_history (known, touched by the user strictly before the event, not in
+    the state), known_new (known, new to the user), cold (unknown or padding: no model can rank it)."""
+    index = np.asarray(index, dtype=np.int64)
+    targets = test.action_item[index].astype(np.int64)  # [E]
+    known = targets >= FIRST_REAL_ITEM
+    state_items = test.item_idx[test.state_index[index]]  # [E, N]
+    in_state = known & (state_items == targets[:, None]).any(axis=1)
+    in_history = known & ~in_state & first_seen.before(test.user_id[index], targets, test.timestamp[index])
+    codes = np.full(len(index), COLD, dtype=np.int8)
+    codes[known] = KNOWN_NEW
+    codes[in_history] = IN_HISTORY
+    codes[in_state] = IN_STATE
+    return codes
+
+
+def type_breakdown(
+    ranks: np.ndarray, types: np.ndarray, users: np.ndarray, n_boot: int, ci: float, seed: int, k: int = BREAKDOWN_K
+) -> dict[str, Interval]:
+    """Share of each target type, HR@k and NDCG@k within it, and `reachable` (the share not cold: the
+    ceiling of HR@k for any model), each with a user-level bootstrap CI."""
+    _, values = per_event_values(ranks, (k,))  # [E, 3]: hr, ndcg, rr
+    types = np.asarray(types)
+    indicators = np.column_stack([types[:, None] == np.arange(len(TARGET_TYPES))[None, :], types != COLD])
+    shares = user_bootstrap_means(indicators.astype(np.float64), users, n_boot, ci, seed)
+    out: dict[str, Interval] = {}
+    for code, name in enumerate(TARGET_TYPES):  # four types, not a loop over events
+        inside = types == code
+        hr, ndcg = user_bootstrap_means(values[inside, :2], users[inside], n_boot, ci, seed)
+        out.update({f"{name}/share": shares[code], f"{name}/hr_at_{k}": hr, f"{name}/ndcg_at_{k}": ndcg})
+    out["reachable"] = shares[-1]
+    return out
+
+
 class TargetSet(NamedTuple):
     """One evaluation target: which test transitions, and the item to rank for each."""
 
@@ -306,13 +469,24 @@ def target_sets(test, max_events: int, seed: int) -> list[TargetSet]:
     ]
 
 
+class EventRanks(NamedTuple):
+    """Per-event results of one target set, kept so two models can be compared on the same events."""
+
+    index: np.ndarray  # [E] transition indices into the test split (TargetSet.index)
+    user_id: np.ndarray  # [E] int64 user of each event
+    ranks: np.ndarray  # [E] int64 rank of the target (UNRANKABLE where it can't be ranked)
+    target_type: np.ndarray  # [E] int8 code into TARGET_TYPES
+
+
 class Evaluation(NamedTuple):
-    """Everything `evaluate_model` measured: metric -> Interval per group, plus counts."""
+    """Everything `evaluate_model` measured: metric -> Interval per group, plus counts, and the per-event
+    ranks of each target set (`events`, not serialized) for paired comparisons."""
 
     model: str
     groups: dict[str, dict[str, Interval]]
     counts: dict[str, int]
     seconds: float
+    events: dict[str, EventRanks] | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -365,17 +539,25 @@ def evaluate_model(
     prior = PriorBuys([*history, test]) if cfg.exclude_bought else None
     groups: dict[str, dict[str, Interval]] = {}
     counts: dict[str, int] = {}
+    events: dict[str, EventRanks] = {}
     sets = target_sets(test, cfg.max_events, seed)
+    evaluated_users = np.unique(np.concatenate([test.user_id[s.index] for s in sets]))
+    first_seen = FirstSeen([*history, test], users=evaluated_users)
     bar = tqdm(total=sum(len(s.index) for s in sets), desc=f"evaluate {name or model.name}", unit="events",
                disable=None if progress else True, leave=False)
     next_lists = np.zeros((0, cfg.list_k), dtype=np.int64)
+    next_users = np.zeros(0, dtype=np.int64)
     for ts in sets:
         ranks, lists = _score_lists(model, test, ts.index, ts.targets, cfg.list_k, prior, n_items, cfg.batch_size)
+        users = np.asarray(test.user_id[ts.index], dtype=np.int64)
+        types = target_types(test, ts.index, first_seen)
         names, values = per_event_values(ranks, ks)
-        groups[ts.name] = dict(zip(names, bootstrap_means(values, cfg.bootstrap, cfg.ci, seed), strict=True))
+        groups[ts.name] = dict(zip(names, user_bootstrap_means(values, users, cfg.bootstrap, cfg.ci, seed), strict=True))
+        groups[f"{ts.name}_by_type"] = type_breakdown(ranks, types, users, cfg.bootstrap, cfg.ci, seed)
+        events[ts.name] = EventRanks(ts.index, users, ranks, types)
         counts[f"{ts.name}_events"] = len(ts.index)
         if ts.name == "next_item":
-            next_lists = lists
+            next_lists, next_users = lists, users
         bar.update(len(ts.index))
     bar.close()
 
@@ -396,12 +578,12 @@ def evaluate_model(
     counts["users_with_test_purchases"] = len(relevant)
 
     diversity, novelty = list_metrics(next_lists, item_category, item_counts)
-    beyond = dict(zip(("diversity", "novelty"), bootstrap_means(np.stack([diversity, novelty], 1), cfg.bootstrap,
-                                                                cfg.ci, seed), strict=True))
+    beyond = dict(zip(("diversity", "novelty"), user_bootstrap_means(np.stack([diversity, novelty], 1), next_users,
+                                                                     cfg.bootstrap, cfg.ci, seed), strict=True))
     beyond = {f"coverage_at_{cfg.list_k}": coverage_interval(next_lists, n_items, cfg.bootstrap, cfg.ci, seed),
               f"diversity_at_{cfg.list_k}": beyond["diversity"], f"novelty_at_{cfg.list_k}": beyond["novelty"]}
     groups["beyond_accuracy"] = beyond
-    return Evaluation(name or model.name, groups, counts, time.perf_counter() - started)
+    return Evaluation(name or model.name, groups, counts, time.perf_counter() - started, events)
 
 
 def protocol_text(cfg, seed: int) -> str:
@@ -451,3 +633,114 @@ def full_table(evaluation: Evaluation) -> str:
         for metric, iv in metrics.items():
             lines.append(f"| {group} | {metric} | {iv.value:.4f} | [{iv.low:.4f}, {iv.high:.4f}] |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ paired comparison
+
+#: The (group, metric) pairs `drlrec compare` reports as paired differences from its reference row.
+PAIRED: tuple[tuple[str, str], ...] = (
+    ("next_item", "ndcg_at_10"),
+    ("next_item", "hr_at_10"),
+    ("next_purchase", "ndcg_at_10"),
+    ("next_purchase", "hr_at_10"),
+)
+
+
+def _metric_values(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """[E] per-event values of one ranking metric (`hr_at_k`, `ndcg_at_k` or `mrr`) from ranks."""
+    ks = (int(metric.rsplit("_at_", 1)[1]),) if "_at_" in metric else ()
+    names, values = per_event_values(ranks, ks)
+    if metric not in names:
+        raise ValueError(f"unknown per-event metric {metric!r}; expected hr_at_K, ndcg_at_K or mrr")
+    return values[:, names.index(metric)]
+
+
+def paired_comparison(
+    evaluation: Evaluation, reference: Evaluation, n_boot: int, ci: float = 0.95, seed: int = 0, columns=PAIRED
+) -> dict[str, Interval]:
+    """`evaluation` minus `reference` on each (group, metric) of `columns`, over the same test events, with a
+    paired user-level bootstrap CI: {"group/metric": Interval}."""
+    out: dict[str, Interval] = {}
+    for group, metric in columns:
+        if group not in (evaluation.events or {}) or group not in (reference.events or {}):
+            raise ValueError(f"{evaluation.model} / {reference.model}: no per-event ranks for {group} "
+                             "(evaluate_model keeps them)")
+        a, b = evaluation.events[group], reference.events[group]
+        if not np.array_equal(a.index, b.index):
+            raise ValueError(f"{evaluation.model} and {reference.model} were not evaluated on the same {group} events")
+        [diff] = paired_difference(_metric_values(a.ranks, metric), _metric_values(b.ranks, metric), a.user_id,
+                                   n_boot, ci, seed)
+        out[f"{group}/{metric}"] = diff
+    return out
+
+
+def _label(group: str, metric: str) -> str:
+    k = metric.rsplit("_at_", 1)[1] if "_at_" in metric else ""
+    name = {"hr": "HR", "ndcg": "NDCG"}.get(metric.split("_at_")[0], metric)
+    return f"{group.replace('_', ' ')} {name}" + (f"@{k}" if k else "")
+
+
+def _diff_cell(iv: Interval | None) -> str:
+    if iv is None or np.isnan(iv.value):
+        return "n/a"
+    return f"{iv.value:+.4f} [{iv.low:+.4f}, {iv.high:+.4f}]" + (" *" if excludes_zero(iv) else "")
+
+
+def paired_table(
+    evaluations: Sequence[Evaluation],
+    reference: str,
+    paired: dict[str, dict[str, Interval]],
+    valid_ndcg: dict[str, float],
+    notes: dict[str, str] | None = None,
+    fit_seconds: dict[str, float] | None = None,
+    columns=PAIRED,
+) -> str:
+    """One row per model: validation NDCG@10, the test metrics of `columns` (value [95% user-level CI]) and
+    each one's paired difference from the `reference` row ("+d [low, high]", " *" when the CI excludes 0)."""
+    notes = notes or {}
+    header = ["model", "valid NDCG@10", *(_label(g, m) for g, m in columns),
+              *(f"Δ {_label(g, m)} vs {reference}" for g, m in columns)] + (["fit (s)"] if fit_seconds else [])
+    align = "|" + "---|" * (len(header) - 1) + ("---:|" if fit_seconds else "---|")
+    lines = ["| " + " | ".join(header) + " |", align]
+    for ev in evaluations:
+        name = ev.model + (f" ({notes[ev.model]})" if ev.model in notes else "")
+        valid = valid_ndcg.get(ev.model, float("nan"))
+        cells = [name, "n/a" if np.isnan(valid) else f"{valid:.4f}"]
+        cells += [_cell(ev.groups.get(g, {}).get(m)) for g, m in columns]
+        if ev.model == reference:
+            cells += ["reference"] * len(columns)
+        else:
+            cells += [_diff_cell(paired.get(ev.model, {}).get(f"{g}/{m}")) for g, m in columns]
+        if fit_seconds:
+            cells.append(f"{fit_seconds.get(ev.model, float('nan')):.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def type_table(evaluations: Sequence[Evaluation], target: str, k: int = BREAKDOWN_K) -> str:
+    """Model x target type (NDCG@k and HR@k within each type) for one target set (`next_item` or
+    `next_purchase`), then the share of each type and the reachable ceiling (the same events for every model)."""
+    group = f"{target}_by_type"
+    header = ["model", *(f"{t} {m}@{k}" for t in TARGET_TYPES for m in ("NDCG", "HR"))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for ev in evaluations:
+        metrics = ev.groups.get(group, {})
+        cells = [_cell(metrics.get(f"{t}/{m}_at_{k}")) for t in TARGET_TYPES for m in ("ndcg", "hr")]
+        lines.append(f"| {ev.model} | " + " | ".join(cells) + " |")
+    if evaluations:
+        first = evaluations[0]
+        metrics = first.groups.get(group, {})
+        types = first.events[target].target_type if first.events and target in first.events else np.zeros(0, np.int8)
+        n_by_type = np.bincount(types.astype(np.int64), minlength=len(TARGET_TYPES))
+        shares = ", ".join(f"{t} {_share(metrics.get(f'{t}/share'))} ({n:,})"
+                           for t, n in zip(TARGET_TYPES, n_by_type, strict=True))
+        lines += ["", f"Target types of the {len(types):,} {target.replace('_', ' ')} events: {shares}. Reachable "
+                  "ceiling (targets that are not cold; no model's HR@k can exceed it): "
+                  f"{_share(metrics.get('reachable'))}."]
+    return "\n".join(lines) + "\n"
+
+
+def _share(iv: Interval | None) -> str:
+    if iv is None or np.isnan(iv.value):
+        return "n/a"
+    return f"{100 * iv.value:.1f}% [{100 * iv.low:.1f}, {100 * iv.high:.1f}]"

@@ -202,23 +202,28 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
     import shutil
 
     import numpy as np
+    import torch
 
     from drlrec.atomic import write_json
     from drlrec.config import params_to_dict
-    from drlrec.features.featurize import CATEGORY_VOCAB_FILE, ITEM_VOCAB_FILE, REPORT_FILE, TrainGlobals
-    from drlrec.features.transitions import load_split
-    from drlrec.models.dqn_lstm import ScoringModule, pack_states
+    from drlrec.features.featurize import CATEGORY_VOCAB_FILE, ITEM_VOCAB_FILE, REPORT_FILE
+    from drlrec.devices import resolve_device
+    from drlrec.models.base import TrainingData
+    from drlrec.models.dqn_lstm import DQNLSTM, ScoringModule, pack_states
     from drlrec.plots import training_curves
+    from drlrec.rl.dqn import fit_dqn_lstm
     from drlrec.rl.logged import state_batch
     from drlrec.tracking import start_run
-    from drlrec.train import fit_dqn_lstm
 
     features = Path(features_dir or params.paths.features)
     out = Path(out_dir or params.paths.model)
-    train, valid = load_split(features, "train"), load_split(features, "valid")
+    data = TrainingData.load(features)
+    train, valid = data.train, data.valid
     report = json.loads((features / REPORT_FILE).read_text())
-    globals_ = TrainGlobals.load(features)
-    n_items, n_categories = globals_.item_vocab.size, globals_.category_vocab.size
+    n_items, n_categories = data.n_items, data.n_categories
+    torch.manual_seed(params.base.seed)  # the initial weights depend on the seed only
+    model = DQNLSTM(n_items, n_categories, params.model,
+                    device=resolve_device(params.train.device) if ddp is None else ddp.device)
     config = params_to_dict(params)
     key = _fingerprint(config["model"], config["train"], config["base"]["seed"], report)
     checkpoint = Path(params.paths.checkpoints) / "dqn_lstm.pt"
@@ -226,32 +231,24 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
         key = _fingerprint(key, ddp.world_size, config["scale"]["ddp_lr_scaling"])
         checkpoint = checkpoint.with_name(f"dqn_lstm.rank{ddp.rank}.pt")
         if not ddp.is_main:
-            return fit_dqn_lstm(
-                train, valid, n_items, n_categories, params.model, params.train, params.base.seed,
-                checkpoint_path=checkpoint, resume_key=key, ddp=ddp,
-            )
+            return fit_dqn_lstm(model, data, params.train, params.base.seed, checkpoint_path=checkpoint,
+                                resume_key=key, ddp=ddp)
     online = params.train.mode == "online"
     with start_run(f"train-dqn_lstm-{params.train.mode}", tags={"model": "dqn_lstm", "stage": "train", "mode": params.train.mode}) as run:
         run.log_params(config)
+        env = None
         if online:
             from drlrec.rl.envs import simulated_env
             from drlrec.rl.simulator import fit_simulator_from_features
-            from drlrec.train import fit_dqn_lstm_online
 
             _say("train (online): fitting the user simulator on the train split")
             simulator = fit_simulator_from_features(features, params.simulator, params.base.seed)
             env_cfg = dataclasses.replace(params.env, max_steps=params.train.episode_max_steps, reward=params.train.reward)
             env = simulated_env(features, simulator, env_cfg, params.featurize)
-            fit = fit_dqn_lstm_online(
-                train, valid, env, n_items, n_categories, params.model, params.train, params.base.seed,
-                track=run.log_metrics, progress=params.base.progress,
-            )
-        else:
-            fit = fit_dqn_lstm(
-                train, valid, n_items, n_categories, params.model, params.train, params.base.seed,
-                checkpoint_path=checkpoint, resume_key=key, track=run.log_metrics, progress=params.base.progress,
-                ddp=ddp,
-            )
+        fit = fit_dqn_lstm(
+            model, data, params.train, params.base.seed, env=env, checkpoint_path=None if online else checkpoint,
+            resume_key=key, track=run.log_metrics, progress=params.base.progress, ddp=ddp,
+        )
         out.mkdir(parents=True, exist_ok=True)
         fit.model.save(out / "model.pt")
         title = f"DQN-LSTM ({params.model.variant}, {params.model.head}, {params.train.mode})"
@@ -270,6 +267,8 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
             "n_categories": n_categories,
             "seq_len": train.seq_len,
             "score_with": fit.model.score_with,
+            "served_head": fit.served_head,
+            "valid_by_head": fit.valid_by_head,
             "mlflow_run_id": run.run_id,
             "fingerprint": key,
             "model_config": dataclasses.asdict(params.model),
@@ -279,6 +278,7 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
             **fit.valid_metrics,
             **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()},
             "mode": params.train.mode,
+            "served_head": fit.served_head,
             "steps": fit.train.steps_done,
             "best_step": fit.train.best_step,
             **(
@@ -326,8 +326,10 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
         )
     shutil.rmtree(params.paths.checkpoints, ignore_errors=True)  # finished: nothing to resume
     _say(
-        f"train: {fit.train.steps_done} steps in {fit.seconds:.0f}s; valid NDCG@10 {fit.valid_metrics['valid/ndcg_at_10']:.4f} "
-        f"(popularity {fit.popularity_metrics['valid/ndcg_at_10']:.4f}); MLflow run {run.run_id} -> {out}"
+        f"train: {fit.train.steps_done} steps in {fit.seconds:.0f}s; valid NDCG@10 "
+        + ", ".join(f"{h}-head {m['valid/ndcg_at_10']:.4f}" for h, m in fit.valid_by_head.items())
+        + f" (served: {fit.served_head}; popularity {fit.popularity_metrics['valid/ndcg_at_10']:.4f}); "
+        f"MLflow run {run.run_id} -> {out}"
     )
     return fit
 
@@ -342,9 +344,9 @@ def train_baseline_stage(params: Params, name: str, features_dir: str | Path | N
     from drlrec.atomic import write_json
     from drlrec.errors import ConfigError
     from drlrec.models.base import TrainingData
-    from drlrec.models.factory import MODELS, fit_model
+    from drlrec.model_factory import MODELS, fit_model
     from drlrec.tracking import start_run
-    from drlrec.train import validation_evaluator
+    from drlrec.evaluate import validation_evaluator
 
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
@@ -407,7 +409,7 @@ def _evaluate_one(params: Params, model, name: str, inputs: _EvalInputs):
 def _trained_dqn_lstm(params: Params):
     from drlrec.errors import InputError
     from drlrec.models.dqn_lstm import DQNLSTM
-    from drlrec.train import resolve_device
+    from drlrec.devices import resolve_device
 
     path = Path(params.paths.model) / "model.pt"
     if not path.is_file():
@@ -418,22 +420,13 @@ def _trained_dqn_lstm(params: Params):
 def _fit_model(params: Params, name: str, inputs: _EvalInputs, track=None):
     """Train model `name` on the train split with the budget from params (dqn_lstm: the train: section)."""
     if name == "dqn_lstm":
-        from drlrec.train import fit_dqn_lstm
+        from drlrec.model_factory import build_model
+        from drlrec.rl.dqn import fit_dqn_lstm
 
-        d = inputs.data
-        fit = fit_dqn_lstm(
-            d.train,
-            d.valid,
-            d.n_items,
-            d.n_categories,
-            params.model,
-            params.train,
-            params.base.seed,
-            track=track,
-            progress=params.base.progress,
-        )
-        return fit.model
-    from drlrec.models.factory import fit_model
+        model = build_model("dqn_lstm", inputs.data.n_items, inputs.data.n_categories, params)
+        return fit_dqn_lstm(model, inputs.data, params.train, params.base.seed, track=track,
+                            progress=params.base.progress).model
+    from drlrec.model_factory import fit_model
 
     return fit_model(name, inputs.data, params, progress=params.base.progress)
 
@@ -494,14 +487,45 @@ def _flat_metrics(evaluation) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------- compare
 
 
+#: The DQN-LSTM's scoring heads: compare evaluates the one trained network once with each.
+_DQN_HEADS: dict[str, str] = {"q": "Q-values", "ce": "the supervised next-item (SQN) logits"}
+
+
+def _compare_rows(name: str) -> list[tuple[str, str | None]]:
+    """The table rows of one model: (row name, DQN-LSTM head or None)."""
+    return [(f"{name}[{head}]", head) for head in _DQN_HEADS] if name == "dqn_lstm" else [(name, None)]
+
+
+def _compare_reference(params: Params, rows: list[str], valid_ndcg: dict[str, float]) -> tuple[str, str]:
+    """The row paired differences are taken against, and why: evaluate.reference, or with `auto` the best
+    validation NDCG@10 among the rows not starting with dqn_lstm (every row when there is none)."""
+    import math
+
+    if params.evaluate.reference != "auto":
+        return params.evaluate.reference, "evaluate.reference"
+    baselines = [r for r in rows if not r.startswith("dqn_lstm")] or rows
+    best = max(baselines, key=lambda r: -math.inf if math.isnan(valid_ndcg[r]) else valid_ndcg[r])
+    return best, "auto: the best validation NDCG@10 among the baselines"
+
+
 def compare_stage(params: Params, models: list[str] | None = None, features_dir: str | Path | None = None):
-    """Train every model with its budget from params, evaluate all on the same split, write
-    compare.json / compare.md / compare.png, and log each model as a nested MLflow run of one parent."""
+    """Train every model with its budget from params, evaluate all on the same split (dqn_lstm once per
+    scoring head), report each row's paired difference from a reference row and the breakdown by target
+    type, write compare.json / compare.md / compare.png, and log each model as a nested MLflow run."""
     import time
 
     from drlrec.atomic import write_json, write_text
     from drlrec.errors import ConfigError
-    from drlrec.evaluate import markdown_table, protocol_text
+    from drlrec.evaluate import (
+        PAIRED,
+        excludes_zero,
+        markdown_table,
+        paired_comparison,
+        paired_table,
+        protocol_text,
+        type_table,
+        validation_evaluator,
+    )
     from drlrec.plots import metric_bars
     from drlrec.tracking import start_run
 
@@ -510,35 +534,98 @@ def compare_stage(params: Params, models: list[str] | None = None, features_dir:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    rows = [row for name in names for row, _ in _compare_rows(name)]
+    if params.evaluate.reference not in ("auto", *rows):
+        raise ConfigError(f"evaluate.reference: {params.evaluate.reference!r} is not a compared row; "
+                          f"use auto or one of {', '.join(rows)}")
     inputs = _EvalInputs(Path(features_dir or params.paths.features))
     protocol = protocol_text(params.evaluate, params.base.seed)
-    evaluations, fit_seconds = [], {}
+    valid = inputs.data.valid
+    evaluate_valid, valid_index = validation_evaluator(
+        valid, params.evaluate.valid_max_events or valid.num_transitions, params.base.seed
+    )
+    evaluations, fit_seconds, valid_ndcg, heads, served = [], {}, {}, {}, None
     with start_run("compare", tags={"stage": "compare"}) as parent:
         parent.log_params({"models": ",".join(names), "evaluate": params.evaluate.__dict__})
         for name in names:
             with start_run(f"compare-{name}", nested=True, tags={"model": name, "stage": "compare"}) as child:
                 started = time.perf_counter()
                 model = _fit_model(params, name, inputs, track=child.log_metrics)
-                fit_seconds[name] = time.perf_counter() - started
-                evaluation = _evaluate_one(params, model, name, inputs)
-                child.log_metrics({**_flat_metrics(evaluation), "fit_seconds": fit_seconds[name]})
-            evaluations.append(evaluation)
-            ni = evaluation.groups["next_item"]["ndcg_at_10"].value
-            _say(f"compare: {name}: fit {fit_seconds[name]:.0f}s, test NDCG@10 (next item) {ni:.4f}")
-        table = markdown_table(evaluations, protocol)
+                seconds = time.perf_counter() - started
+                trained_head = getattr(model, "score_with", None)
+                for row, head in _compare_rows(name):
+                    if head is not None:
+                        model.score_with = head
+                        heads[row] = head
+                    fit_seconds[row] = seconds
+                    valid_ndcg[row] = evaluate_valid(model)["valid/ndcg_at_10"]
+                    evaluation = _evaluate_one(params, model, row, inputs)
+                    prefix = f"{head}/" if head else ""
+                    child.log_metrics({**{prefix + k: v for k, v in _flat_metrics(evaluation).items()},
+                                       f"{prefix}compare/valid_ndcg_at_10": valid_ndcg[row]})
+                    evaluations.append(evaluation)
+                    ni = evaluation.groups["next_item"]["ndcg_at_10"].value
+                    _say(f"compare: {row}: fit {seconds:.0f}s, valid NDCG@10 {valid_ndcg[row]:.4f}, "
+                         f"test NDCG@10 (next item) {ni:.4f}")
+                if name == "dqn_lstm":
+                    # the fit leaves score_with on the head chosen on validation (a served_head attribute wins)
+                    served = getattr(model, "served_head", None) or trained_head
+                    model.score_with = trained_head
+                child.log_metrics({"fit_seconds": seconds})
+        reference, rule = _compare_reference(params, rows, valid_ndcg)
+        by_row = {ev.model: ev for ev in evaluations}
+        cfg = params.evaluate
+        paired = {ev.model: paired_comparison(ev, by_row[reference], cfg.bootstrap, cfg.ci, params.base.seed)
+                  for ev in evaluations if ev.model != reference}
+        notes = {row: f"head {head}" + (", served" if head == served else "") for row, head in heads.items()}
+        notes[reference] = ", ".join([*filter(None, [notes.get(reference)]), "reference"])
+        seq_len = inputs.test.seq_len
+        heads_line = (
+            "DQN-LSTM rows: one trained network scored by "
+            + "; ".join(f"`{row}` with {_DQN_HEADS[head]}" for row, head in heads.items())
+            + f"; the served head (chosen on validation) is `{served}`.\n\n" if heads else ""
+        )
+        report = (
+            "Full ranking over every item of the vocabulary on the test period (the protocol is written in full "
+            f"under the last table). State: the last N = {seq_len} interactions. Validation NDCG@10: the same {len(valid_index):,} "
+            f"validation events for every model. Δ = row minus the reference `{reference}` ({rule}) on the same test "
+            f"events, 95% CI from a paired user-level bootstrap; * = the CI excludes 0 (the row beats, or loses "
+            f"to, the reference).\n\n" + heads_line
+            + paired_table(evaluations, reference, paired, valid_ndcg, notes, fit_seconds)
+            + "\n## Next-item targets by type\n\n" + type_table(evaluations, "next_item")
+            + "\n## Next-purchase targets by type\n\n" + type_table(evaluations, "next_purchase")
+            + "\n## Every metric\n\n" + markdown_table(evaluations, protocol)
+        )
         payload = {
             "protocol": protocol,
+            "state_length": seq_len,
+            "reference": {"model": reference, "rule": rule},
+            "valid_events": len(valid_index),
+            "served_head": served,
             "models": [
-                {**ev.to_dict(), "fit_seconds": round(fit_seconds[ev.model], 2)} for ev in evaluations
+                {
+                    **ev.to_dict(),
+                    "fit_seconds": round(fit_seconds[ev.model], 2),
+                    "valid_ndcg_at_10": valid_ndcg[ev.model],
+                    "head": heads.get(ev.model),
+                    "served": ev.model in heads and heads[ev.model] == served,
+                    "paired_vs_reference": {
+                        key: {**iv.as_dict(), "excludes_zero": excludes_zero(iv)}
+                        for key, iv in paired.get(ev.model, {}).items()
+                    },
+                }
+                for ev in evaluations
             ],
+            "paired_metrics": [f"{g}/{m}" for g, m in PAIRED],
         }
         write_json(params.paths.compare, payload)
         md = Path(params.paths.compare).with_suffix(".md")
-        write_text(md, "# Model comparison: test period\n\n" + table)
-        png = metric_bars(evaluations, Path(params.paths.compare).with_suffix(".png"))
+        write_text(md, "# Model comparison: test period\n\n" + report)
+        png = metric_bars(evaluations, Path(params.paths.compare).with_suffix(".png"),
+                          title="Test period, full ranking (95% user-level bootstrap CI)")
         for path in (md, png, Path(params.paths.compare)):
             parent.log_artifact(path)
-    print(table)
+    print(report)
     return evaluations
 
 
@@ -549,48 +636,135 @@ def simulate_stage(
     params: Params,
     features_dir: str | Path | None = None,
     out_dir: str | Path | None = None,
-    sessions: int = 1000,
+    sessions: int | None = None,
+    policies: list[str] | None = None,
 ):
-    """Fit the user simulator on the train split, check its calibration on the validation split, and
-    measure reference policies (popularity, the user's recent items, a random list, the trained DQN-LSTM
-    when paths.model holds one) on the same seeded simulated sessions. Writes simulator.npz,
-    calibration.{md,csv,png} and policies.json under paths.simulator; logs them to MLflow."""
+    """Fit the user simulator on the train split, check its calibration on the validation split, and run
+    the policies (`policies`, default simulate.policies) on the same env.sessions (or `sessions`) seeded
+    simulated sessions: the trained DQN-LSTM of paths.model scored with its Q-head (`dqn_lstm[q]`) and with
+    its supervised CE head (`dqn_lstm[ce]`), registry models fitted on the train split with their params
+    budgets (recent_items, item_knn, sasrec, popularity...) and random lists. Reports return, CTR,
+    conversion and purchases per session with bootstrap CIs over sessions, and the paired difference
+    dqn_lstm[q] - dqn_lstm[ce]. The dqn_lstm rows need paths.model/model.pt: left out (and said so) when
+    the policies come from params, an error when asked for by `policies`. Writes simulator.npz,
+    calibration.{md,csv,png}, simulate.md and policies.json under paths.simulator; logs them to MLflow.
+    Returns (calibration, {policy: SimulationResult}, {metric: Interval} of the paired Q - CE difference
+    or None)."""
+    import copy
     import dataclasses
+    import re
 
     import numpy as np
 
     from drlrec.atomic import write_json, write_text
+    from drlrec.errors import ConfigError, InputError
+    from drlrec.model_factory import MODELS, fit_model
     from drlrec.models.base import FIRST_REAL_ITEM, TrainingData
-    from drlrec.models.popularity import Popularity
-    from drlrec.rl.envs import model_policy, recent_items_policy, simulate_policy, simulated_env
+    from drlrec.rl.envs import (
+        SESSION_METRICS,
+        model_policy,
+        paired_session_difference,
+        paired_verdict,
+        recent_items_policy,
+        simulate_policy,
+        simulated_env,
+        simulation_table,
+    )
     from drlrec.rl.simulator import calibration_markdown, simulator_calibration
     from drlrec.tracking import start_run
 
+    cfg = params.simulate
+    heads = {"dqn_lstm[q]": "q", "dqn_lstm[ce]": "ce"}
+    known = list(dict.fromkeys([*heads, "recent_items", "random", *(n for n in MODELS if n != "dqn_lstm")]))
+    names = list(dict.fromkeys(policies if policies is not None else cfg.policies))
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        what = f"unknown policy(ies) {', '.join(unknown)}" if unknown else "no policies to simulate"
+        raise ConfigError(f"{what}; choose from {', '.join(known)}")
+    sessions = params.env.sessions if sessions is None else sessions
+    if sessions < 1:
+        raise ConfigError(f"sessions must be >= 1 (got {sessions})")
+    model_path = Path(params.paths.model) / "model.pt"
+    not_run = {}
+    if not model_path.is_file() and any(name in heads for name in names):
+        if policies is not None:
+            raise InputError(f"{model_path}: no trained DQN-LSTM for {', '.join(n for n in names if n in heads)} "
+                             "(run `drlrec train` first)")
+        not_run = {name: f"no trained DQN-LSTM at {model_path}" for name in names if name in heads}
+        names = [name for name in names if name not in heads]
     features = Path(features_dir or params.paths.features)
     out = Path(out_dir or params.paths.simulator)
+    seed = params.base.seed
+    k = params.env.k
     with start_run("simulate", tags={"stage": "simulate"}) as run:
-        run.log_params(
-            {"simulator": dataclasses.asdict(params.simulator), "env": dataclasses.asdict(params.env)}
-        )
-        simulator, calibration = simulator_calibration(features, params.simulator, params.base.seed, out)
+        run.log_params({
+            "simulator": dataclasses.asdict(params.simulator),
+            "env": dataclasses.asdict(params.env),
+            "simulate": {**dataclasses.asdict(cfg), "policies": ",".join(names), "sessions": sessions},
+        })
+        simulator, calibration = simulator_calibration(features, params.simulator, seed, out)
         env = simulated_env(features, simulator, params.env, params.featurize)
         data = TrainingData.load(features)
-        k = params.env.k
-        rng = np.random.default_rng(params.base.seed)
-        policies = {
-            "popularity": model_policy(Popularity(data.n_items).fit(data.train.action_item), k),
-            "recent_items": recent_items_policy(k),
-            "random": lambda states: rng.integers(
-                FIRST_REAL_ITEM, data.n_items, size=(len(states.item_seq), k)
-            ),
-        }
-        model_path = Path(params.paths.model) / "model.pt"
-        if model_path.is_file():
-            policies["dqn_lstm"] = model_policy(_trained_dqn_lstm(params), k)
+        random_lists = np.random.default_rng(seed)
+        built, notes = {}, {}
+        trained = _trained_dqn_lstm(params) if any(name in heads for name in names) else None
+        for name in names:
+            if name in heads:
+                scorer = copy.copy(trained)  # shares the network; only the scoring head differs
+                scorer.score_with = heads[name]
+                built[name] = model_policy(scorer, k)
+                notes[name] = f"head {heads[name]}" + (", served" if trained.score_with == heads[name] else "")
+            elif name == "random":
+                built[name] = lambda states: random_lists.integers(
+                    FIRST_REAL_ITEM, data.n_items, size=(states.batch_size, k)
+                )
+                notes[name] = "uniform lists"
+            elif name == "recent_items" and name not in MODELS:
+                built[name] = recent_items_policy(k)
+                notes[name] = "the user's k most recent distinct items (rl.envs.recent_items_policy)"
+            else:
+                _say(f"simulate: fitting {name} on the train split")
+                built[name] = model_policy(fit_model(name, data, params, progress=params.base.progress), k)
+                notes[name] = "fitted on train (params budget)"
         results = {}
-        for name, policy in policies.items():
-            results[name] = simulate_policy(env, policy, sessions, seed=params.base.seed).as_dict()
-            run.log_metrics({f"sim/{name}/{m}": v for m, v in results[name].items()})
+        for name, policy in built.items():
+            _say(f"simulate: {name} on {sessions:,} sessions")
+            results[name] = simulate_policy(env, policy, sessions, seed=seed, n_boot=cfg.bootstrap, ci=cfg.ci)
+            key = re.sub(r"[^\w\-./ ]", "_", name).strip("_")  # MLflow keys: no brackets
+            run.log_metrics({f"sim/{key}/{m}": v for m, v in results[name].as_dict().items()})
+            run.log_metrics({f"sim/{key}/{m}_ci_{side}": bound for m, (lo, hi) in results[name].ci.items()
+                             for side, bound in (("low", lo), ("high", hi))})
+        paired = None
+        if all(name in results for name in heads):
+            paired = paired_session_difference(
+                results["dqn_lstm[q]"].outcomes, results["dqn_lstm[ce]"].outcomes, cfg.bootstrap, cfg.ci, seed
+            )
+            run.log_metrics({f"sim/q_minus_ce/{m}": iv.value for m, iv in paired.items()})
+        level = f"{cfg.ci:.0%}"
+        protocol = (
+            f"{sessions:,} simulated sessions (seed {seed}) starting from logged {params.env.start_split} states, "
+            f"lists of k = {k}, at most {params.env.max_steps} steps, reward {params.env.reward}. Every policy "
+            "meets the same sessions: the same start states and, step by step, the same random draws of the "
+            f"simulated user (common random numbers). {level} CIs: percentile bootstrap over sessions, "
+            f"{cfg.bootstrap} resamples; CTR = clicks / lists and conversion = buys / clicks are ratios of the "
+            "resampled sums; return and purchases are per session. A paired difference applies the same "
+            "resampled sessions to both policies."
+        )
+        report = (
+            calibration_markdown(calibration)
+            + f"\n\n## Policies on the same simulated sessions\n\n{protocol}\n\n"
+            + simulation_table(results, notes)
+        )
+        if not_run:
+            report += "\nNot run: " + "; ".join(f"{n} ({why})" for n, why in not_run.items()) + ".\n"
+        if paired is not None:
+            rows = ["| dqn_lstm[q] - dqn_lstm[ce] | difference | " + f"{level} CI |", "|---|---|---|"]
+            rows += [f"| {m} | {iv.value:+.4f} | [{iv.low:+.4f}, {iv.high:+.4f}] |" for m, iv in paired.items()]
+            report += (
+                "\n## What the Q-head adds: paired with its own supervised head\n\n"
+                + paired_verdict(paired["mean_return"], "dqn_lstm[q]", "dqn_lstm[ce]", cfg.ci)
+                + "\n\n" + "\n".join(rows) + "\n"
+            )
         cal = {
             "auc": calibration.auc,
             "n_events": calibration.n_events,
@@ -602,26 +776,21 @@ def simulate_stage(
             out / "policies.json",
             {
                 "sessions": sessions,
+                "seed": seed,
                 "reward": params.env.reward,
                 "k": k,
-                "policies": results,
+                "bootstrap": cfg.bootstrap,
+                "ci": cfg.ci,
+                "protocol": protocol,
+                "metrics_with_ci": list(SESSION_METRICS),
+                "policies": {
+                    name: {**r.as_dict(), "ci": {m: list(iv) for m, iv in r.ci.items()}, "note": notes[name]}
+                    for name, r in results.items()
+                },
+                "not_run": not_run,
+                "paired_q_minus_ce": None if paired is None else {m: iv.as_dict() for m, iv in paired.items()},
                 "calibration": cal,
             },
-        )
-        lines = [
-            "| policy | mean return | CTR | buys / step | mean length | diversity | coverage |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name, r in results.items():
-            lines.append(
-                f"| {name} | {r['mean_return']:.3f} | {r['ctr']:.4f} | {r['buys_per_step']:.4f} | {r['mean_length']:.2f} "
-                f"| {r['intra_list_diversity']:.3f} | {r['coverage']:.4f} |"
-            )
-        report = (
-            calibration_markdown(calibration)
-            + f"\n\n## Reference policies ({sessions} simulated sessions, reward {params.env.reward})\n\n"
-            + "\n".join(lines)
-            + "\n"
         )
         write_text(out / "simulate.md", report)
         run.log_metrics({"sim/calibration_auc": calibration.auc})
@@ -631,7 +800,7 @@ def simulate_stage(
     _say(
         f"simulate: calibration AUC {calibration.auc:.3f} on {calibration.n_events:,} held-out events -> {out}"
     )
-    return calibration, results
+    return calibration, results, paired
 
 
 # ---------------------------------------------------------------------------------------------- register
@@ -762,3 +931,80 @@ def monitor_stage(
     _say(f"monitor: {run.result.decision_line()}")
     _say(f"monitor: report {folder / 'report.html'}")
     return run.result, folder
+
+
+# ---------------------------------------------------------------------------------------------- tune
+
+
+def tune_stage(
+    params: Params,
+    model: str,
+    trials: int | None = None,
+    timeout: float | None = None,
+    write_params: str | Path | None = None,
+    features_dir: str | Path | None = None,
+):
+    """Run or resume the Optuna study of `model` (drlrec.tune) on validation NDCG@10 until it holds `trials`
+    finished trials (default tune.trials); log every trial as a nested MLflow run of one `tune-<model>` run,
+    print the trials table, write <paths.tune>/<model>.json; with `write_params` (a params.yaml path), write
+    the best values into that file in place. Reads train/valid only: the test split is never loaded."""
+    import optuna
+
+    from drlrec import tune
+    from drlrec.atomic import write_json, write_text
+    from drlrec.features.featurize import REPORT_FILE
+    from drlrec.models.base import TrainingData
+    from drlrec.tracking import start_run
+
+    space = tune.search_space(model)  # unknown model or nothing to tune: one line, before any loading
+    n_trials = params.tune.trials if trials is None else trials
+    limit = params.tune.timeout if timeout is None else timeout
+    features = Path(features_dir or params.paths.features)
+    report_path = features / REPORT_FILE
+    if not report_path.is_file():
+        from drlrec.errors import InputError
+
+        raise InputError(f"{report_path}: no featurize outputs (run `drlrec featurize` first)")
+    data = TrainingData.load(features)
+    folder = Path(params.paths.tune)
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{(folder / f'{model}.db').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the one line per trial comes from on_trial below
+    protocol = (
+        f"next item on the validation period, full ranking over all items; the same {params.tune.eval_max_events:,}-event "
+        f"seeded subset (seed {params.base.seed}) for every trial; fitted on the train period with the model's own "
+        "budget from params; the test period is never read"
+    )
+    with start_run(f"tune-{model}", tags={"model": model, "stage": "tune"}) as parent:
+        parent.log_params({"model": model, "trials": n_trials, "timeout": limit, "tune": params.tune.__dict__,
+                           "search_space": {k: repr(v) for k, v in space.items()}})
+
+        def on_trial(record, number, best) -> None:
+            if record is None:
+                _say(f"tune: {model} trial {number} failed (no finite valid NDCG@10)")
+                return
+            with start_run(f"tune-{model}-trial-{record.number}", nested=True,
+                           tags={"model": model, "stage": "tune", "trial": record.number}) as child:
+                child.log_params({"trial": record.number, **record.params})
+                child.log_metrics({**record.metrics, "fit_seconds": record.seconds})
+            shown = ", ".join(f"{tune.short_key(k, model)}={tune.show_value(v)}" for k, v in record.params.items())
+            _say(f"tune: {model} trial {record.number}: valid NDCG@10 {record.value:.4f} in {record.seconds:.1f}s "
+                 f"(best {best.value:.4f}, trial {best.number}) {shown}")
+
+        result = tune.tune_model(model, data, params, n_trials, storage, timeout=limit,
+                                 features_report=json.loads(report_path.read_text()), on_trial=on_trial)
+        payload = tune.result_payload(result, storage, protocol)
+        out = folder / f"{model}.json"
+        write_json(out, payload)
+        parent.set_tags({"study": result.study, "best_trial": result.best.number})
+        parent.log_metrics({tune.OBJECTIVE: result.best.value, "finished_trials": len(result.trials), "ran": result.ran})
+        parent.log_artifact(out)
+    print(tune.format_trials(result))
+    _say(f"tune: study {result.study}: {result.ran} trial(s) run now, {len(result.trials)} finished in total "
+         f"({storage}) -> {out}")
+    if write_params is not None:
+        path = Path(write_params)
+        note = tune.best_params_note(result)
+        write_text(path, tune.edit_params_text(path.read_text(encoding="utf-8"), result.best.params, note))
+        _say(f"tune: wrote {len(result.best.params)} tuned values of {model} into {path} ({note})")
+    return result

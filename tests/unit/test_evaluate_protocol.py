@@ -124,7 +124,8 @@ class CountScores(Recommender):
 
 
 @pytest.fixture(scope="module")
-def features(tmp_path_factory: pytest.TempPathFactory):
+def protocol_params(tmp_path_factory: pytest.TempPathFactory):
+    """Params whose paths are in a temporary folder holding a featurized generated log of 300 users."""
     import yaml
 
     from drlrec.stages import featurize_stage, ingest_stage, synth_stage
@@ -139,9 +140,14 @@ def features(tmp_path_factory: pytest.TempPathFactory):
     synth_stage(params)
     ingest_stage(params)
     featurize_stage(params)
+    return params
+
+
+@pytest.fixture(scope="module")
+def features(protocol_params):
     from drlrec.stages import _EvalInputs
 
-    return _EvalInputs(Path(params.paths.features))
+    return _EvalInputs(Path(protocol_params.paths.features))
 
 
 def test_counts_model_gets_exactly_the_popularity_numbers(features) -> None:
@@ -209,3 +215,84 @@ def test_max_events_caps_with_a_seeded_sample(features) -> None:
     b = evaluate_model(model, *args, EvaluateConfig(bootstrap=0, max_events=500), seed=3)
     assert a.counts["next_item_events"] == 500
     assert a.groups == b.groups
+
+
+def test_evaluation_keeps_per_event_ranks_and_the_type_breakdown(features) -> None:
+    from drlrec.evaluate import TARGET_TYPES, UNRANKABLE, target_sets
+    from drlrec.models.popularity import Popularity
+
+    test = features.test
+    cfg = EvaluateConfig(bootstrap=100)
+    ev = evaluate_model(Popularity(features.data.n_items).fit(features.data), test,
+                        [features.data.train, features.data.valid], features.item_category, features.item_counts, cfg, seed=2)
+    for ts in target_sets(test, cfg.max_events, 2):
+        events = ev.events[ts.name]
+        assert np.array_equal(events.index, ts.index)
+        assert np.array_equal(events.user_id, test.user_id[ts.index])
+        cold = events.target_type == TARGET_TYPES.index("cold")
+        assert np.array_equal(cold, ts.targets < 2) and (events.ranks[cold] == UNRANKABLE).all()
+        by_type = ev.groups[f"{ts.name}_by_type"]
+        assert sum(by_type[f"{t}/share"].value for t in TARGET_TYPES) == pytest.approx(1.0)
+        assert by_type["reachable"].value == pytest.approx(1.0 - cold.mean())
+        overall = ev.groups[ts.name]["hr_at_10"]
+        weighted = sum(by_type[f"{t}/share"].value * np.nan_to_num(by_type[f"{t}/hr_at_10"].value) for t in TARGET_TYPES)
+        assert weighted == pytest.approx(overall.value)
+        assert overall.low <= overall.value <= overall.high
+    assert (ev.events["next_item"].target_type == TARGET_TYPES.index("in_state")).any()
+    assert (ev.events["next_item"].target_type == TARGET_TYPES.index("in_history")).any()
+    assert "events" not in ev.to_dict()
+
+
+def test_compare_reports_paired_differences_both_heads_and_types(protocol_params, tmp_path, monkeypatch) -> None:
+    """compare on cheap models plus an untrained small DQN-LSTM standing in for the trained one (its fit is
+    the train stage's business): two head rows, the served one marked, an auto reference, paired columns."""
+    import dataclasses
+    import json
+
+    import drlrec.stages as stages
+    from drlrec.config import ModelConfig
+    from drlrec.models.dqn_lstm import DQNLSTM
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    fit = stages._fit_model
+
+    def fake_fit(params, name, inputs, track=None):
+        if name != "dqn_lstm":
+            return fit(params, name, inputs, track=track)
+        model = DQNLSTM(inputs.data.n_items, inputs.data.n_categories,
+                        ModelConfig(item_dim=8, category_dim=4, behavior_dim=4, hidden=8, layers=1, fc=(8, 8)),
+                        score_with="q")
+        model.served_head = "ce"
+        return model
+
+    monkeypatch.setattr(stages, "_fit_model", fake_fit)
+    compare = str(tmp_path / "compare.json")
+    params = dataclasses.replace(
+        protocol_params,
+        paths=dataclasses.replace(protocol_params.paths, compare=compare),
+        evaluate=dataclasses.replace(protocol_params.evaluate, bootstrap=50, max_events=600, valid_max_events=400),
+    )
+    evaluations = stages.compare_stage(params, models=["popularity", "item_knn", "dqn_lstm"])
+    assert [ev.model for ev in evaluations] == ["popularity", "item_knn", "dqn_lstm[q]", "dqn_lstm[ce]"]
+    payload = json.loads(Path(compare).read_text())
+    rows = {m["model"]: m for m in payload["models"]}
+    valid = {name: rows[name]["valid_ndcg_at_10"] for name in ("popularity", "item_knn")}
+    assert payload["reference"]["model"] == max(valid, key=valid.get)
+    assert payload["state_length"] == params.featurize.seq_len
+    assert rows["dqn_lstm[ce]"]["served"] and not rows["dqn_lstm[q]"]["served"]
+    assert (rows["dqn_lstm[q]"]["head"], rows["dqn_lstm[ce]"]["head"]) == ("q", "ce")
+    ref = payload["reference"]["model"]
+    assert rows[ref]["paired_vs_reference"] == {}
+    for name, row in rows.items():
+        if name != ref:
+            assert set(row["paired_vs_reference"]) == set(payload["paired_metrics"])
+            d = row["paired_vs_reference"]["next_item/ndcg_at_10"]
+            own, other = row["metrics"]["next_item"]["ndcg_at_10"], rows[ref]["metrics"]["next_item"]["ndcg_at_10"]
+            assert d["value"] == pytest.approx(own["value"] - other["value"])
+            assert d["ci_low"] <= d["value"] <= d["ci_high"]
+        assert {"next_item_by_type", "next_purchase_by_type"} <= set(row["metrics"])
+    md = Path(compare).with_suffix(".md").read_text()
+    assert f"Δ next item NDCG@10 vs {ref}" in md and f"Δ next purchase HR@10 vs {ref}" in md
+    assert "dqn_lstm[ce] (head ce, served)" in md and f"N = {params.featurize.seq_len}" in md
+    assert "Reachable ceiling" in md and "in_history NDCG@10" in md
+    assert Path(compare).with_suffix(".png").is_file()

@@ -1,5 +1,17 @@
 """Streaming ingest: raw behaviour CSV (plain or gzip, with or without header) -> typed, sorted events.parquet.
 
+Two input formats (`ingest.format`):
+
+- `taobao`: the UserBehavior schema `user_id,item_id,category_id,behavior_type,timestamp`.
+- `diginetica`: the CIKM Cup 2016 `train-item-views.csv`, `;`-separated with the header
+  `sessionId;userId;itemId;timeframe;eventdate` (as published; SR-GNN's copy spells it `session_id;...`),
+  views only. Sessions stand in for users (user_id = session_id; the `user_id` column is mostly `NA`,
+  anonymous, and is only checked for form); behaviour = pv; timestamp = Unix seconds of `eventdate` at
+  00:00 UTC + `timeframe` // 1000 (timeframe is milliseconds since the session's first query);
+  category_id = DIGINETICA_CATEGORY for every row, because Diginetica's item categories are in a separate
+  file (product-categories.csv) that ingest does not read. Two views of the same item in the same second
+  of a session are exact duplicates after this mapping (quarantined as `duplicate`).
+
 Memory is bounded by the Arrow block size and `ingest.bucket_rows`, never by the file size:
 
 1. One pass streams the CSV in Arrow record batches (every column read as raw bytes, so no row can abort
@@ -33,7 +45,7 @@ import pyarrow.parquet as pq
 
 from drlrec.atomic import atomic_path, write_json
 from drlrec.config import IngestConfig
-from drlrec.errors import InputError
+from drlrec.errors import ConfigError, InputError
 from drlrec.schema import (
     BEHAVIORS,
     EVENT_COLUMNS,
@@ -57,6 +69,15 @@ _BEHAVIOR_VALUES = pa.array([b.encode() for b in BEHAVIORS], type=pa.binary())
 # 18 digits always fit in int64; longer "ids" are rejected rather than silently wrapped.
 _UINT_PATTERN = r"^[0-9]{1,18}$"
 _SORTED_WITH_ORDINAL = ["user_id", "timestamp", "_ordinal"]
+
+#: Input formats of `ingest.format`.
+FORMATS: tuple[str, ...] = ("taobao", "diginetica")
+#: Header of Diginetica's train-item-views.csv (required, in this order; sessionId etc. are accepted too).
+DIGINETICA_COLUMNS: tuple[str, ...] = ("session_id", "user_id", "item_id", "timeframe", "eventdate")
+#: category_id of every Diginetica row: its categories are in another file, not read here.
+DIGINETICA_CATEGORY = 0
+_DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_DELIMITER = {"taobao": ",", "diginetica": ";"}
 # Working rows carry their parse ordinal: it orders ties stably and maps rows back to physical lines.
 _WORK_SCHEMA = EVENTS_SCHEMA.append(pa.field("_ordinal", pa.int64(), nullable=False))
 
@@ -79,10 +100,12 @@ class IngestResult:
     seconds: float
     window: tuple[int, int]
     outputs: dict[str, str] = field(default_factory=dict)
+    format: str = "taobao"
 
     def to_dict(self) -> dict:
         return {
             "input": self.input_path,
+            "format": self.format,
             "rows_read": self.rows_read,
             "rows_kept": self.rows_kept,
             "rows_quarantined": self.rows_quarantined,
@@ -109,6 +132,11 @@ class _Source:
     header: bool
     column_names: tuple[str, ...]
     size: int
+    format: str = "taobao"
+
+    @property
+    def delimiter(self) -> str:
+        return _DELIMITER[self.format]
 
 
 def _peek(path: Path, compressed: bool) -> bytes:
@@ -130,8 +158,11 @@ def _looks_binary(head: bytes) -> bool:
     return control > 0.05 * max(len(head), 1)
 
 
-def sniff(path: str | Path) -> _Source:
-    """Check that `path` is a readable, non-empty, text CSV in the log schema; find its header and codec."""
+def sniff(path: str | Path, fmt: str = "taobao") -> _Source:
+    """Check that `path` is a readable, non-empty, text CSV in the log schema of `fmt` (FORMATS); find its
+    header and codec."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"ingest.format {fmt!r} is not one of {', '.join(FORMATS)}")
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -148,20 +179,43 @@ def sniff(path: str | Path) -> _Source:
     if _looks_binary(head):
         raise InputError(f"{path}: binary data, not a CSV behaviour log")
     first_line = head.split(b"\n", 1)[0].strip().lstrip(b"\xef\xbb\xbf")
+    rest = head.split(b"\n", 1)[1] if b"\n" in head else b""
+    if fmt == "diginetica":
+        names = _header_names(first_line, ";")
+        if not _is_diginetica_header(names):
+            raise InputError(
+                f"{path}: not a Diginetica train-item-views file: header {';'.join(names)[:200]!r}, "
+                f"expected {';'.join(DIGINETICA_COLUMNS)!r}"
+            )
+        if not rest.strip():
+            raise InputError(f"{path}: file has a header but no data rows")
+        return _Source(path, compressed, True, DIGINETICA_COLUMNS, size, "diginetica")
     first_field = first_line.split(b",", 1)[0].strip().strip(b'"')
     if first_field.isdigit() or first_field.startswith(b"-"):
         return _Source(path, compressed, False, RAW_COLUMNS, size)
-    names = [n.strip().strip('"').lower() for n in first_line.decode("utf-8", "replace").split(",")]
+    names = _header_names(first_line, ",")
+    if _is_diginetica_header(_header_names(first_line, ";")):
+        raise InputError(
+            f"{path}: header names other columns {names}: a Diginetica file; set ingest.format=diginetica"
+        )
     mapped = [HEADER_ALIASES.get(n) for n in names]
     if None in mapped or sorted(mapped) != sorted(RAW_COLUMNS):
         raise InputError(
             f"{path}: header names other columns {names}; expected {', '.join(RAW_COLUMNS)} "
             "(or no header, as in the original UserBehavior.csv)"
         )
-    rest = head.split(b"\n", 1)[1] if b"\n" in head else b""
     if not rest.strip():
         raise InputError(f"{path}: file has a header but no data rows")
     return _Source(path, compressed, True, tuple(mapped), size)  # type: ignore[arg-type]
+
+
+def _header_names(first_line: bytes, delimiter: str) -> list[str]:
+    return [n.strip().strip('"').lower() for n in first_line.decode("utf-8", "replace").split(delimiter)]
+
+
+def _is_diginetica_header(names: list[str]) -> bool:
+    """`session_id;...` (SR-GNN's copy) or `sessionId;...` (the CIKM Cup file), already lower-cased."""
+    return [n.replace("_", "") for n in names] == [c.replace("_", "") for c in DIGINETICA_COLUMNS]
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -179,13 +233,13 @@ class _Batch:
     bytes_read: int
 
 
-def _raw_text(columns: list[pa.Array], rows: np.ndarray) -> list[bytes]:
+def _raw_text(columns: list[pa.Array], rows: np.ndarray, delimiter: bytes = b",") -> list[bytes]:
     """Rebuild the raw CSV text of a few rejected rows from their byte columns."""
     if len(rows) == 0:
         return []
     taken = [col.take(pa.array(rows)).to_pylist() for col in columns]
     # a blank line parsed as five empty fields: its raw text is empty, not ",,,,"
-    return [b",".join(fields) if any(fields) else b"" for fields in zip(*taken, strict=True)]
+    return [delimiter.join(fields) if any(fields) else b"" for fields in zip(*taken, strict=True)]
 
 
 def _parse_ids(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +309,67 @@ def _check_batch(
         columns_out = {k: v[good_mask] for k, v in columns_out.items()}
     good = pa.table(columns_out, schema=_WORK_SCHEMA)
     return good, ordinal[bad_idx], _REASON_NAMES[reason[bad_idx]], _raw_text(columns, bad_idx)
+
+
+def _check_diginetica_batch(
+    batch: pa.RecordBatch, first_ordinal: int, cfg: IngestConfig | None
+) -> tuple[pa.Table, np.ndarray, np.ndarray, list[bytes]]:
+    """Vectorized checks and mapping of Diginetica rows (see the module doc); returns as `_check_batch`."""
+    n = batch.num_rows
+    columns = [batch.column(name) for name in DIGINETICA_COLUMNS]
+    reason = np.zeros(n, dtype=np.int8)
+
+    def reject(mask: np.ndarray, why: str) -> None:
+        reason[mask & (reason == 0)] = _REASON_CODE[why]
+
+    lengths = [pc.binary_length(col) for col in columns]
+    reject(pc.equal(pc.max_element_wise(*lengths), 0).to_numpy(zero_copy_only=False), REASON_FIELD_COUNT)
+
+    session, session_ok = _parse_ids(batch.column("session_id"))  # "NA" or empty: no session, bad_id
+    reject(~session_ok, REASON_BAD_ID)
+    item, item_ok = _parse_ids(batch.column("item_id"))
+    reject(~item_ok, REASON_BAD_ID)
+    # user_id is not used (sessions are the users) and NA for anonymous sessions; anything else must be an id
+    user_text = batch.column("user_id").view(pa.string())
+    user_ok = pc.or_(
+        pc.is_in(user_text, value_set=pa.array(["NA", ""])), pc.match_substring_regex(user_text, _UINT_PATTERN)
+    )
+    reject(~user_ok.to_numpy(zero_copy_only=False), REASON_BAD_ID)
+
+    timeframe_ms, timeframe_ok = _parse_ids(batch.column("timeframe"))
+    reject(~timeframe_ok, REASON_BAD_TIMESTAMP)
+    date_text = batch.column("eventdate").view(pa.string())
+    date = pc.strptime(date_text, format="%Y-%m-%d", unit="s", error_is_null=True)
+    # strptime rolls 2016-02-30 over to 03-01 and accepts 2016-5-9: the date must print back as written
+    date_ok = pc.and_(
+        pc.match_substring_regex(date_text, _DATE_PATTERN),
+        pc.equal(pc.strftime(date, format="%Y-%m-%d"), date_text),
+    )
+    date_ok = pc.fill_null(date_ok, False).to_numpy(zero_copy_only=False)
+    reject(~date_ok, REASON_BAD_TIMESTAMP)
+    midnight = pc.fill_null(pc.cast(date, pa.int64()), 0).to_numpy(zero_copy_only=False)
+    ts = midnight + timeframe_ms // 1000
+    if cfg is not None:
+        reject((ts < cfg.window_start) | (ts >= cfg.window_end), REASON_OUT_OF_WINDOW)
+
+    ordinal = np.arange(first_ordinal, first_ordinal + n, dtype=np.int64)
+    bad_idx = np.flatnonzero(reason)
+    good_mask = reason == 0
+    good = pa.table(
+        {
+            "user_id": session[good_mask],
+            "item_id": item[good_mask],
+            "category_id": np.full(int(good_mask.sum()), DIGINETICA_CATEGORY, dtype=np.int64),
+            "behavior": np.full(int(good_mask.sum()), BEHAVIORS.index("pv"), dtype=np.int8),
+            "timestamp": ts[good_mask],
+            "_ordinal": ordinal[good_mask],
+        },
+        schema=_WORK_SCHEMA,
+    )
+    return good, ordinal[bad_idx], _REASON_NAMES[reason[bad_idx]], _raw_text(columns, bad_idx, b";")
+
+
+_CHECKERS = {"taobao": _check_batch, "diginetica": _check_diginetica_batch}
 
 
 class ByteRange(io.RawIOBase):
@@ -353,10 +468,13 @@ def _iter_batches(
                     use_threads=False,
                 ),
                 parse_options=pa_csv.ParseOptions(
-                    invalid_row_handler=on_invalid, ignore_empty_lines=False, newlines_in_values=False
+                    delimiter=source.delimiter,
+                    invalid_row_handler=on_invalid,
+                    ignore_empty_lines=False,
+                    newlines_in_values=False,
                 ),
                 convert_options=pa_csv.ConvertOptions(
-                    column_types={name: pa.binary() for name in RAW_COLUMNS},
+                    column_types={name: pa.binary() for name in source.column_names},
                     check_utf8=False,
                     strings_can_be_null=False,
                     quoted_strings_can_be_null=False,
@@ -374,6 +492,7 @@ def _iter_batches(
         except BaseException as exc:  # handed to the consumer, which raises it
             ready.put(exc)
 
+    check = _CHECKERS[source.format]
     thread = threading.Thread(target=produce, name="drlrec-ingest-parser", daemon=True)
     thread.start()
     ordinal = 0
@@ -389,7 +508,7 @@ def _iter_batches(
                     raise InputError(f"{source.path}: unreadable CSV ({str(item).splitlines()[0]})") from item
                 raise item
             batch, invalid, pos = item
-            good, bad_ord, bad_reason, bad_raw = _check_batch(batch, ordinal, cfg)
+            good, bad_ord, bad_reason, bad_raw = check(batch, ordinal, cfg)
             ordinal += batch.num_rows
             yield _Batch(good, bad_ord, bad_reason, bad_raw, invalid, pos - last_pos)
             last_pos = pos
@@ -557,10 +676,12 @@ def ingest_file(
 ) -> IngestResult:
     """Stream a raw log into typed, sorted, deduplicated Parquet; quarantine every rejected row.
 
-    Raises InputError (nothing written) when the file is missing, empty, binary or has a foreign header.
+    Raises InputError (nothing written) when the file is missing, empty, binary or has a foreign header
+    (for `cfg.format`). Duplicates are exact duplicates of the typed row; their quarantined raw text is
+    that row in the Taobao column order.
     """
     started = time.perf_counter()
-    source = sniff(input_path)
+    source = sniff(input_path, cfg.format)
     events_path, quarantine_path, report_path = Path(events_path), Path(quarantine_path), Path(report_path)
     events_path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".ingest-", dir=events_path.parent))
@@ -662,6 +783,7 @@ def _ingest(source: _Source, events_tmp: Path, quarantine_tmp: Path, work: Path,
         buckets=buckets,
         seconds=0.0,
         window=(cfg.window_start, cfg.window_end),
+        format=source.format,
     )
 
 
@@ -804,7 +926,7 @@ def read_events(path: str | Path, cfg: IngestConfig, keep_out_of_window: bool = 
             return pq.read_table(str(path), columns=list(EVENT_COLUMNS)).to_pandas()
         except (pa.ArrowException, OSError) as exc:
             raise InputError(f"{path}: not a readable events Parquet file ({str(exc).splitlines()[0]})") from exc
-    source = sniff(path)
+    source = sniff(path, cfg.format)
     parts = [b.good for b in _iter_batches(source, None if keep_out_of_window else cfg, cfg.block_size_mb << 20)]
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=EVENTS_SCHEMA.field(c).type.to_pandas_dtype()) for c in EVENT_COLUMNS})
