@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VARIANTS = (
     "served default:",
     "no SNQN negatives: train.q_negative_weight=0",
-    "no unknown dropout: train.unknown_dropout=0",
+    "no cold-item simulation: train.cold_item_rate=0",
     "repeat weights start at 0: model.repeat_init=0",
     "TD gradient off the item vectors: train.td_item_grad=false",
     "pure DQN (no CE head): train.ce_weight=0",

@@ -282,8 +282,9 @@ class TrainConfig:
     """Adam learning rate."""
     weight_decay: float = 0.0
     """Adam weight decay."""
-    gamma: float = 0.99
-    """Discount factor."""
+    gamma: float = 0.5
+    """Discount factor. SQN's 0.5: with 0.99 the values grow to about r / (1 - gamma), and the reward
+    differences that rank items drown in that scale (the Q-head then ranks at chance)."""
     n_step: int = 1
     """n-step returns: the target bootstraps from the state n interactions later."""
     target_update: Literal["hard", "soft"] = "hard"
@@ -309,10 +310,12 @@ class TrainConfig:
     td_item_grad: bool = True
     """Whether the TD loss's gradient reaches the item vectors that the Q-head shares with the CE head
     (false: the TD loss trains the encoder, the Q biases and the repeat weights only)."""
-    unknown_dropout: float = 0.1
-    """Probability that a state item is replaced by the unknown item (index 1) in a training batch, so
-    the unknown vector is trained: without it no train event maps to unknown (min_count 1), while most
-    state items of real test periods are unknown."""
+    cold_item_rate: float = -1.0
+    """Share of each training batch's distinct items made cold (mapped to the unknown item, index 1, in
+    states, next states and actions alike), so the unknown vector is trained and the heads learn how much
+    next-item mass goes to items no model can name: without it no train event maps to unknown
+    (min_count 1), while on real logs most later items are cold. Negative = the share of validation next
+    items that are unknown (measured on validation, never on test)."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this in the TD target (SQN's reward scale)."""
     prioritized: bool = True
@@ -388,7 +391,8 @@ class EvaluateConfig:
     """Confidence level of the intervals."""
     batch_size: int = 512
     """States scored at once (memory: batch_size x n_items floats)."""
-    models: tuple[str, ...] = ("popularity", "recent_popularity", "item_knn", "tabular_q", "gru4rec", "sasrec", "drr", "dqn_lstm")
+    models: tuple[str, ...] = ("popularity", "recent_popularity", "item_knn", "recent_items", "session_knn", "tabular_q",
+                               "gru4rec", "sasrec", "drr", "dqn_lstm")
     """Models `drlrec compare` trains and evaluates, in table order (dqn_lstm gives two rows, one per scoring
     head: dqn_lstm[q] and dqn_lstm[ce])."""
     reference: str = "auto"
@@ -429,9 +433,10 @@ class ItemKNNConfig:
 class RecentItemsConfig:
     """No-learning "recent items" heuristic: the state's own items, recency-weighted (`recent_items`)."""
 
-    decay: float = 0.8
+    decay: float = 1.0
     """Weight of a state position `a` interactions before the latest one: decay ** a (age 0 = the latest);
-    an item's score sums its positions. In (0, 1]."""
+    an item's score sums its positions. In (0, 1]; 1 = count the item's positions, ties broken by the
+    popularity term (best on validation of both the default data and the real head slice)."""
     behavior_weights: dict[str, float] = field(
         default_factory=lambda: {"pv": 1.0, "cart": 1.0, "fav": 1.0, "buy": 1.0}
     )
@@ -451,11 +456,11 @@ class SessionKNNConfig:
     sample_size: int = 500
     """Candidate sessions per state: the most recent train sessions that share an item with the state;
     0 = all of them."""
-    weighting: Literal["linear", "div", "quadratic", "log", "same"] = "div"
+    weighting: Literal["linear", "div", "quadratic", "log", "same"] = "linear"
     """Weight of a state position by its position i = 1..n (oldest first, n non-padding positions):
     linear max(1 - 0.1 (n - i), 0), div i / n, quadratic (i / n) ** 2, log 1 / log10(n - i + 1.7),
     same 1. A repeated item takes the weight of its latest position."""
-    normalization: Literal["dot", "cosine"] = "dot"
+    normalization: Literal["dot", "cosine"] = "cosine"
     """Similarity of the weighted state to a binary train session: dot = the sum of the weights of the
     state items in the session; cosine = that sum / (|state weights| * sqrt(items in the session))."""
     score_weighting: Literal["same", "div", "linear", "quadratic", "log"] = "same"

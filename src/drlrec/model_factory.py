@@ -20,7 +20,9 @@ from drlrec.models.drr import DRR
 from drlrec.models.gru4rec import GRU4Rec
 from drlrec.models.item_knn import ItemKNN
 from drlrec.models.popularity import Popularity, RecentPopularity
+from drlrec.models.recent_items import RecentItems
 from drlrec.models.sasrec import SASRec
+from drlrec.models.session_knn import SessionKNN
 from drlrec.models.tabular_q import TabularQ
 
 DQN_WEIGHTS_FILE = "model.pt"
@@ -84,6 +86,8 @@ MODELS: dict[str, type[Recommender]] = {
     "popularity": Popularity,
     "recent_popularity": RecentPopularity,
     "item_knn": ItemKNN,
+    "recent_items": RecentItems,
+    "session_knn": SessionKNN,
     "tabular_q": TabularQ,
     "gru4rec": GRU4Rec,
     "sasrec": SASRec,

@@ -17,7 +17,7 @@ from drlrec.rl.dqn import dqn_update, train_offline, update_target
 
 SMALL = ModelConfig(item_dim=16, category_dim=8, behavior_dim=4, hidden=32, layers=2, fc=(64, 32), dropout=0.0)
 FAST = TrainConfig(steps=60, batch_size=64, lr=3e-3, eval_every=10**9, checkpoint_every=20, threads=1, device="cpu",
-                   target_update_every=20, unknown_dropout=0.0)
+                   target_update_every=20, cold_item_rate=0.0)
 
 
 def random_states(n: int, n_items: int, n_cats: int, seq_len: int = 10, seed: int = 0) -> StateBatch:

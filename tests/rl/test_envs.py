@@ -14,11 +14,15 @@ from drlrec.errors import ConfigError, InputError
 from drlrec.features.profile import PROFILE_FEATURES
 from drlrec.models.base import StateBatch
 from drlrec.rl.envs import (
+    SESSION_METRICS,
     LogReplayEnv,
+    SessionOutcomes,
     SimulatedEnv,
     advance_states,
     intra_list_diversity,
     obs_to_state_batch,
+    paired_session_difference,
+    session_bootstrap,
     simulate_policy,
     state_to_obs,
 )
@@ -231,8 +235,16 @@ def test_simulate_policy_is_seeded_and_ranks_policies_sensibly(featurized, simul
     for env in (simulated, replay):
         recent = simulate_policy(env, _recent_items_policy(), sessions=300, seed=0, batch_size=128)
         again = simulate_policy(env, _recent_items_policy(), sessions=300, seed=0, batch_size=128)
-        assert recent == again
+        assert recent.as_dict() == again.as_dict() and recent.ci == again.ci
+        np.testing.assert_array_equal(recent.outcomes.totals(), again.outcomes.totals())
         random = simulate_policy(env, _random_policy(n_items), sessions=300, seed=0)
+        # the same sessions whatever the policy and the batch size (the starts were drawn inside each
+        # batch after the previous batch's steps, so policies with other session lengths met other users)
+        np.testing.assert_array_equal(recent.outcomes.start, random.outcomes.start)
+        other_seed = simulate_policy(env, _recent_items_policy(), sessions=300, seed=1, batch_size=128)
+        assert not np.array_equal(recent.outcomes.start, other_seed.outcomes.start)
+        # paired on those sessions, the user's own items earn more than random lists
+        assert paired_session_difference(recent.outcomes, random.outcomes, n_boot=500)["mean_return"].low > 0
         # measured on the simulator: CTR 0.18 vs 0.002; replay 0.11 vs 0.003
         assert recent.ctr > 0.05 and recent.ctr > 10 * random.ctr, (type(env).__name__, recent, random)
         assert recent.mean_return > random.mean_return
@@ -242,6 +254,15 @@ def test_simulate_policy_is_seeded_and_ranks_policies_sensibly(featurized, simul
             assert 0 <= result.ctr <= 1 and 0 <= result.conversion_rate <= 1
             assert 0 <= result.intra_list_diversity <= 1 and 0 < result.coverage <= 1
             assert result.mean_length == pytest.approx(result.steps / 300)
+            o = result.outcomes
+            assert o.lists.sum() == result.steps and (o.lists >= 1).all() and (o.buys <= o.clicks).all()
+            assert result.ctr == pytest.approx(o.clicks.sum() / o.lists.sum())
+            assert result.mean_return == pytest.approx(o.reward.mean())
+            assert result.purchases_per_session == pytest.approx(o.buys.mean())
+            assert result.buys_per_step == pytest.approx(o.buys.sum() / o.lists.sum())
+            for metric in SESSION_METRICS:
+                low, high = result.ci[metric]
+                assert low <= getattr(result, metric) <= high, metric
 
 
 def test_simulate_policy_coverage_and_diversity_by_hand(featurized, simulator) -> None:
@@ -255,6 +276,101 @@ def test_simulate_policy_coverage_and_diversity_by_hand(featurized, simulator) -
     np.testing.assert_allclose(
         intra_list_diversity(np.array([[2, 2], [2, 3]]), np.array([0, 0, 7, 8])), [0.0, 1.0]
     )
+
+
+def _outcomes(reward, lists, clicks, buys, start=None) -> SessionOutcomes:
+    n = len(reward)
+    start = np.arange(n) if start is None else np.asarray(start)
+    return SessionOutcomes(start, np.asarray(reward, float), *(np.asarray(a, np.int64) for a in (lists, clicks, buys)))
+
+
+def test_session_bootstrap_by_hand_on_two_sessions() -> None:
+    """Two sessions: A (return 10, 1 list, 1 click, 1 buy) and B (return 0, 3 lists, nothing). A resample is
+    AA (p 1/4), AB (p 1/2) or BB (p 1/4); CTR is the ratio of sums (AB: 1/4), not the mean of per-session
+    CTRs (AB: 1/2), and BB's conversion 0/0 counts as 0."""
+    o = _outcomes([10.0, 0.0], [1, 3], [1, 0], [1, 0])
+    # AA, AB, BB: return 10, 5, 0; CTR 1, 1/4, 0; conversion 1, 1, 0; purchases 1, 1/2, 0
+    wide = session_bootstrap(o, n_boot=2000, ci=0.95, seed=0)  # the 2.5% and 97.5% quantiles: BB and AA
+    assert wide == {"mean_return": (0.0, 10.0), "ctr": (0.0, 1.0), "conversion_rate": (0.0, 1.0),
+                    "purchases_per_session": (0.0, 1.0)}
+    middle = session_bootstrap(o, n_boot=2000, ci=0.4, seed=0)  # the 30% and 70% quantiles: both AB
+    assert middle == {"mean_return": (5.0, 5.0), "ctr": (0.25, 0.25), "conversion_rate": (1.0, 1.0),
+                      "purchases_per_session": (0.5, 0.5)}
+    assert session_bootstrap(o, n_boot=0)["ctr"] == (0.25, 0.25)  # no resamples: the point estimate
+    assert session_bootstrap(o, n_boot=200, seed=3) == session_bootstrap(o, n_boot=200, seed=3)
+    with pytest.raises(ConfigError, match="resamples"):
+        session_bootstrap(o, n_boot=-1)
+    with pytest.raises(ConfigError, match="confidence level"):
+        session_bootstrap(o, n_boot=10, ci=1.5)
+
+
+def _synthetic_sessions(n: int, seed: int) -> SessionOutcomes:
+    rng = np.random.default_rng(seed)
+    lists = 1 + rng.poisson(4.0, n)
+    clicks = rng.binomial(lists, 0.3)
+    buys = rng.binomial(clicks, 0.2)
+    reward = clicks * 2.0 + buys * 10.0 + rng.exponential(1.0, n)
+    return _outcomes(reward, lists, clicks, buys)
+
+
+def test_session_bootstrap_agrees_with_the_normal_approximation_and_narrows_with_sessions() -> None:
+    """On 400 sessions the 95% CI is about +-1.96 standard errors: the standard error of a mean for return
+    and purchases, the linearized one of a ratio of sums, sqrt(sum (num_i - R den_i)^2) / sum den_i, for CTR
+    and conversion. With 16 times the sessions the CIs are about 4 times narrower."""
+    o = _synthetic_sessions(400, seed=1)
+    result = session_bootstrap(o, n_boot=4000, seed=0)
+    point = dict(zip(SESSION_METRICS, [o.reward.mean(), o.clicks.sum() / o.lists.sum(),
+                                       o.buys.sum() / o.clicks.sum(), o.buys.mean()], strict=True))
+
+    def ratio_se(num, den):
+        r = num.sum() / den.sum()
+        return np.sqrt(np.sum((num - r * den) ** 2)) / den.sum()
+
+    se = {
+        "mean_return": o.reward.std(ddof=1) / np.sqrt(400),
+        "ctr": ratio_se(o.clicks, o.lists),
+        "conversion_rate": ratio_se(o.buys, o.clicks),
+        "purchases_per_session": o.buys.std(ddof=1) / np.sqrt(400),
+    }
+    for metric, (low, high) in result.items():
+        assert low < point[metric] < high, metric
+        assert high - low == pytest.approx(2 * 1.96 * se[metric], rel=0.15), metric
+    small = session_bootstrap(_synthetic_sessions(100, seed=2), n_boot=2000, seed=0)
+    large = session_bootstrap(_synthetic_sessions(1600, seed=3), n_boot=2000, seed=0)
+    for metric in SESSION_METRICS:
+        ratio = (small[metric][1] - small[metric][0]) / (large[metric][1] - large[metric][0])
+        assert 3.0 < ratio < 5.3, (metric, ratio)
+
+
+def test_paired_session_difference_pairs_the_resampled_sessions() -> None:
+    """b = a's sessions, each 0.5 less return: the sessions vary far more than the gap, so the two runs' own
+    CIs overlap, but resampling the same sessions for both finds the gap (independent resamples would not)."""
+    a = _synthetic_sessions(300, seed=4)
+    noise = np.random.default_rng(5).normal(0.0, 0.2, 300)
+    b = a._replace(reward=a.reward - 0.5 + noise)
+    diff = paired_session_difference(a, b, n_boot=2000, seed=0)
+    assert diff["mean_return"].value == pytest.approx(a.reward.mean() - b.reward.mean())
+    assert 0.4 < diff["mean_return"].low < diff["mean_return"].value < diff["mean_return"].high < 0.6
+    own_a, own_b = session_bootstrap(a, 2000, seed=0), session_bootstrap(b, 2000, seed=0)
+    assert own_b["mean_return"][1] > own_a["mean_return"][0]  # unpaired, the CIs overlap
+    # lists, clicks and buys are the same: every resample gives the same CTR etc. to both
+    for metric in ("ctr", "conversion_rate", "purchases_per_session"):
+        assert tuple(diff[metric]) == (0.0, 0.0, 0.0), metric
+    same = paired_session_difference(a, a, n_boot=500, seed=0)
+    assert all(tuple(iv) == (0.0, 0.0, 0.0) for iv in same.values())
+    with pytest.raises(InputError, match="same sessions"):
+        paired_session_difference(a, a._replace(start=a.start[::-1]), n_boot=10)
+
+
+def test_identical_policies_on_the_same_seeded_sessions_differ_by_zero(featurized, simulator) -> None:
+    """Two instances of one policy see the same users with the same luck: the paired difference is 0."""
+    env = SimulatedEnv(simulator, featurized.data.valid, dataclasses.replace(EnvConfig(), max_steps=5))
+    first = simulate_policy(env, _recent_items_policy(), sessions=200, seed=0, batch_size=64)
+    second = simulate_policy(env, _recent_items_policy(), sessions=200, seed=0, batch_size=64)
+    diff = paired_session_difference(first.outcomes, second.outcomes, n_boot=500, seed=0)
+    assert diff["mean_return"].low <= 0.0 <= diff["mean_return"].high and diff["mean_return"].value == 0.0
+    none = simulate_policy(env, _recent_items_policy(), sessions=200, seed=0, n_boot=0)
+    assert none.ci["mean_return"] == (none.mean_return, none.mean_return)
 
 
 # ------------------------------------------------------------------------------------------------ rewards

@@ -184,11 +184,12 @@ class QNetwork(nn.Module):
         return scores.scatter_add_(1, seq, w)
 
     def _repeat_weights(self, enc: Encoding, weights: Tensor) -> Tensor:
-        """weights[position, behaviour] for each history slot, 0 at padding: [B, L]."""
+        """weights[position, behaviour] for each history slot, 0 at padding and at unknown items (a re-view
+        of an item nobody can name is no reason to score the unknown item higher): [B, L]."""
         history = enc.history
         length = history.item_seq.shape[1]
         w = weights[self.max_len - length :][torch.arange(length, device=weights.device)[None, :], history.behavior_seq]
-        return torch.where(history.item_seq > 0, w, torch.zeros_like(w))
+        return torch.where(history.item_seq >= FIRST_REAL_ITEM, w, torch.zeros_like(w))
 
     def q_values(self, enc: Encoding) -> Tensor:
         """Q(s, .) over all items: [B, n_items]."""

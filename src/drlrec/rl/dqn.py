@@ -104,20 +104,43 @@ class DQNLoss(torch.nn.Module):
         if cfg.ce_weight > 0:
             # SQN: supervised next-item cross-entropy on the same state representation, weighted like the
             # TD loss by the importance-sampling weights (prioritized replay over-draws buys and carts)
-            logits = online.ce_logits_of(encoded, candidates).float().masked_fill(~real, -1e4)  # [B, C]
+            # UNKNOWN stays a class here: it takes the mass of cold next items (never recommended: top-k masks it)
+            logits = online.ce_logits_of(encoded, candidates).float().masked_fill(candidates == 0, -1e4)  # [B, C]
             row_weight = weight if ce_mask is None else weight * ce_mask  # online: only acted-on items are positives
             ce = F.cross_entropy(logits, target_index, reduction="none")  # [B]
             ce_loss = (ce * row_weight).sum() / row_weight.sum().clamp(min=1e-6)
         return td_loss + cfg.ce_weight * ce_loss, td_loss, ce_loss, q_taken, td_error
 
 
-def replace_with_unknown(item_seq: torch.Tensor, rate: float) -> torch.Tensor:
-    """item_seq [B, L] with each real item replaced by UNKNOWN (1) with probability `rate` (torch's RNG, so
-    a resumed run draws the same). Trains the unknown vector that cold items meet at serving time."""
+def simulate_cold_items(rate: float, *item_tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The item tensors with a random `rate` share of the batch's distinct real items mapped to UNKNOWN (1),
+    consistently in states, next states and actions (torch's RNG, so a resumed run draws the same).
+
+    This is what a later period looks like to a train-only vocabulary: a share of the items the users touch
+    are cold, in their histories and as their next items alike. Training on it trains the unknown vector,
+    and teaches the heads how much of the next-item mass goes to items no model can name, which is what
+    makes the user's own known items the better bet on real logs."""
     if rate <= 0:
-        return item_seq
-    drop = (torch.rand(item_seq.shape, device=item_seq.device) < rate) & (item_seq >= FIRST_REAL_ITEM)
-    return torch.where(drop, torch.full_like(item_seq, UNKNOWN_ITEM), item_seq)
+        return item_tensors
+    flat = torch.cat([t.reshape(-1) for t in item_tensors])
+    distinct, inverse = torch.unique(flat, return_inverse=True)
+    cold = (torch.rand(len(distinct), device=flat.device) < rate) & (distinct >= FIRST_REAL_ITEM)
+    mapped = torch.where(cold[inverse], torch.full_like(flat, UNKNOWN_ITEM), flat)
+    out, start = [], 0
+    for t in item_tensors:
+        out.append(mapped[start : start + t.numel()].view_as(t))
+        start += t.numel()
+    return tuple(out)
+
+
+def cold_rate(cfg: TrainConfig, valid) -> float:
+    """`train.cold_item_rate`, or when it is negative the share of validation next items that are unknown to
+    the train vocabulary (measured on validation, never on test; 0 without validation events)."""
+    if cfg.cold_item_rate >= 0:
+        return cfg.cold_item_rate
+    if valid is None or valid.num_transitions == 0:
+        return 0.0
+    return float(np.mean(valid.action_item == UNKNOWN_ITEM))
 
 
 def dqn_update(
@@ -133,7 +156,9 @@ def dqn_update(
     """One Double-DQN step (+ the optional SQN cross-entropy) on a batch of logged or replayed transitions.
 
     `loss_module`: the DQNLoss of `online` and `target` wrapped in DistributedDataParallel (`--distributed`),
-    so that backward averages the gradients over the ranks; None computes the same loss unwrapped."""
+    so that backward averages the gradients over the ranks; None computes the same loss unwrapped.
+    `cfg.cold_item_rate` (resolved by fit_dqn_lstm; a negative value here counts as 0) is the share of
+    the batch's items made cold (`simulate_cold_items`)."""
     state = TensorStates(batch.state, device)
     next_state = TensorStates(batch.next_state, device)
     action = torch.as_tensor(batch.action, dtype=torch.long, device=device)  # [B]
@@ -145,9 +170,10 @@ def dqn_update(
 
     # the actions scored in this update: every item, or the batch's actions, the states' own items (so the
     # repeat path always has the user's history to choose among) and uniform samples
+    state.item_seq, next_state.item_seq, action = simulate_cold_items(
+        max(cfg.cold_item_rate, 0.0), state.item_seq, next_state.item_seq, action
+    )
     candidates, target_index = candidate_items(action, online.n_items, cfg.candidates, device, state.item_seq)
-    state.item_seq = replace_with_unknown(state.item_seq, cfg.unknown_dropout)
-    next_state.item_seq = replace_with_unknown(next_state.item_seq, cfg.unknown_dropout)
 
     online.train()
     loss_module = loss_module if loss_module is not None else DQNLoss(online, target, cfg)
@@ -710,6 +736,7 @@ def fit_dqn_lstm(
     from drlrec.rl.logged import LoggedTransitions
 
     started = time.perf_counter()
+    cfg = dataclasses.replace(cfg, cold_item_rate=cold_rate(cfg, data.valid))
     if ddp is not None:
         cfg = dataclasses.replace(cfg, lr=cfg.lr * ddp.lr_factor())
     evaluate = head_evaluator(data.valid, cfg, seed)
