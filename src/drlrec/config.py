@@ -263,7 +263,7 @@ class ModelConfig:
     repeat_head: bool = True
     """Add a learned score for items already in the state, per position and behaviour (re-views are a
     large share of e-commerce clicks; a dot-product head alone learns them slowly)."""
-    repeat_init: float = 1.0
+    repeat_init: float = 4.0
     """Initial repeat weight of the latest slot (older slots decay by 0.8 per step); 0 = start at zero."""
 
 
@@ -274,7 +274,7 @@ class TrainConfig:
 
     mode: Literal["offline", "online"] = "offline"
     """`offline`: learn from the logged transitions; `online`: episodes against SimulatedEnv."""
-    steps: int = 3000
+    steps: int = 1500
     """Gradient steps (offline mode)."""
     batch_size: int = 256
     """Transitions per gradient step."""
@@ -299,7 +299,7 @@ class TrainConfig:
     """Gradient clipping (global L2 norm)."""
     ce_weight: float = 1.0
     """Weight of the supervised next-item cross-entropy head (SQN); 0 gives the paper's pure DQN."""
-    candidates: int = 4096
+    candidates: int = 1024
     """Items scored per update: the batch's logged actions plus this many uniform samples, shared by the
     batch (a sampled softmax for the CE head, a sampled argmax for the Double-DQN target). Keeps an
     update O(candidates) instead of O(n_items), which a 4M-item catalogue needs. 0 = full catalogue."""
@@ -336,13 +336,13 @@ class TrainConfig:
     """Share of training over which epsilon decays linearly from start to end."""
     reward: Literal["purchase_binary", "business_weighted"] = "business_weighted"
     """Reward used for the TD target: the paper's purchase indicator or the business-weighted one."""
-    eval_every: int = 500
+    eval_every: int = 250
     """Steps between validation evaluations (NDCG@10 of the next item, full ranking)."""
     eval_max_events: int = 5000
     """Validation events used for early stopping (a fixed, seeded subset when there are more)."""
     patience: int = 4
     """Early stopping: evaluations without improvement of the validation metric before stopping."""
-    checkpoint_every: int = 500
+    checkpoint_every: int = 250
     """Steps between checkpoints; a restarted run resumes from the last one."""
     device: str = "auto"
     """`auto` (CUDA when present, else CPU), `cpu` or `cuda[:N]`."""
@@ -518,6 +518,13 @@ class GRU4RecConfig:
     patience: int = 2
     """Epochs without improvement before stopping; the best validated weights are kept."""
 
+    repeat_scores: bool = True
+    """Add a learned score per (age, behaviour) for items already in the sequence (RepeatNet-style repeat
+    term, next_item.RepeatScores; not in the original model). false = the original output layer only."""
+    repeat_lr_scale: float = 10.0
+    """The repeat table's learning rate is lr times this: its few weights must keep pace with the growing
+    scale of the network's logits."""
+
     def __post_init__(self) -> None:
         _check_sequence_training(self, "gru4rec")
 
@@ -561,6 +568,13 @@ class SASRecConfig:
     """Epochs between validation evaluations (NDCG@10, full ranking) for early stopping."""
     patience: int = 2
     """Epochs without improvement before stopping; the best validated weights are kept."""
+
+    repeat_scores: bool = True
+    """Add a learned score per (age, behaviour) for items already in the sequence (RepeatNet-style repeat
+    term, next_item.RepeatScores; not in the original model). false = the original output layer only."""
+    repeat_lr_scale: float = 10.0
+    """The repeat table's learning rate is lr times this: its few weights must keep pace with the growing
+    scale of the network's logits."""
 
     def __post_init__(self) -> None:
         _check_sequence_training(self, "sasrec")
