@@ -1,10 +1,15 @@
-"""SASRec (Kang & McAuley 2018): causal self-attention over the state, tied item embeddings for the output.
+"""SASRec (Kang & McAuley 2018) with full cross-entropy (Klenitskiy & Vasilev 2023): causal self-attention
+over the sequence, tied item embeddings for the output.
 
-Input at position p: item embedding * sqrt(dim) + positional embedding (positions counted from the latest
-interaction, so the newest is always the same slot) + category and behaviour embeddings (Taobao logs
-carry both; they cost two small tables). Pre-LayerNorm Transformer blocks with a causal mask, in which
-a padding key is also masked except for its own query (so no row is ever fully masked and padding never
-leaks into a real position). logit(i) = h . item_embedding[i]: the output shares the input table.
+Input at position p: item embedding * sqrt(dim) + positional embedding + category and behaviour embeddings
+(Taobao logs carry both; they cost two small tables). Positions count from the oldest real item of the
+(left-padded) sequence, so a scored state of N items uses positions 0..N-1: exactly the positions whose
+hidden states are trained in every chunk, with the same number of items in view (whole-sequence training,
+`next_item`). Pre-LayerNorm Transformer blocks with a causal mask, in which a padding key is also masked
+except for its own query (so no row is ever fully masked and padding never leaks into a real position).
+Like the original, it reads at most the latest `max_len` interactions of a state. logit(i) = h .
+item_embedding[i]: the output shares the input table; `repeat_scores` adds a learned score
+for items already in the sequence (next_item.RepeatScores; not part of the original model).
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from drlrec.config import SASRecConfig
-from drlrec.models.dqn_lstm import N_BEHAVIORS, TensorStates
-from drlrec.models.next_item import SequenceNetwork, SequenceRecommender
+from drlrec.models.dqn_lstm import N_BEHAVIORS
+from drlrec.models.next_item import RepeatScores, SequenceNetwork, SequenceRecommender
 
 
 class SASRecNetwork(SequenceNetwork):
@@ -27,12 +32,16 @@ class SASRecNetwork(SequenceNetwork):
         self.n_items = n_items
         self.dim = cfg.dim
         self.heads = cfg.heads
-        self.max_len = cfg.max_len
+        self.max_len = self.max_context = cfg.max_len
         self.item_embedding = nn.Embedding(n_items, cfg.dim, padding_idx=0)
         self.category_embedding = nn.Embedding(n_categories, cfg.dim, padding_idx=0)
         self.behavior_embedding = nn.Embedding(N_BEHAVIORS + 1, cfg.dim, padding_idx=0)
         self.position_embedding = nn.Embedding(cfg.max_len, cfg.dim)
+        # the item enters at norm ~sqrt(dim) (std dim**-0.5, times sqrt(dim)); the side inputs start at norm ~1,
+        # so at first the hidden state is mostly the item itself and h . e(item) already favours a re-view
         nn.init.normal_(self.item_embedding.weight, std=cfg.dim**-0.5)
+        for table in (self.category_embedding, self.behavior_embedding, self.position_embedding):
+            nn.init.normal_(table.weight, std=cfg.dim**-0.5)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
             nn.TransformerEncoderLayer(cfg.dim, cfg.heads, dim_feedforward=cfg.dim, dropout=cfg.dropout,
@@ -40,6 +49,7 @@ class SASRecNetwork(SequenceNetwork):
             for _ in range(cfg.blocks)
         )
         self.final_norm = nn.LayerNorm(cfg.dim)
+        self.repeat = RepeatScores(cfg.max_len) if cfg.repeat_scores else None
 
     def attention_mask(self, item_seq: Tensor) -> Tensor:
         """[B * heads, L, L] bool, True = may not attend: future keys, and padding keys other than the query."""
@@ -50,30 +60,28 @@ class SASRecNetwork(SequenceNetwork):
         mask = future[None] | padding_key
         return mask.repeat_interleave(self.heads, dim=0)
 
-    def hidden_states(self, states: TensorStates) -> Tensor:
-        item_seq = states.item_seq  # [B, L]
-        length = item_seq.shape[1]
+    def hidden_states(self, item_seq: Tensor, category_seq: Tensor, behavior_seq: Tensor) -> Tensor:
+        batch, length = item_seq.shape  # [B, L]
         if length > self.max_len:
-            raise ValueError(f"sasrec: state length {length} exceeds max_len {self.max_len}")
-        position = torch.arange(self.max_len - length, self.max_len, device=item_seq.device)  # newest = last slot
+            raise ValueError(f"sasrec: sequence length {length} exceeds max_len {self.max_len}")
+        not_padding = item_seq > 0  # [B, L]
+        n_padding = length - not_padding.sum(dim=1, keepdim=True)  # [B, 1]
+        position = (torch.arange(length, device=item_seq.device)[None, :] - n_padding).clamp(min=0)  # [B, L]
         x = (
             self.item_embedding(item_seq) * math.sqrt(self.dim)
-            + self.position_embedding(position)[None]
-            + self.category_embedding(states.category_seq)
-            + self.behavior_embedding(states.behavior_seq)
+            + self.position_embedding(position)
+            + self.category_embedding(category_seq)
+            + self.behavior_embedding(behavior_seq)
         )  # [B, L, dim]
-        not_padding = (item_seq > 0).unsqueeze(-1).to(x.dtype)  # [B, L, 1]
-        x = self.dropout(x) * not_padding
+        keep = not_padding.unsqueeze(-1).to(x.dtype)  # [B, L, 1]
+        x = self.dropout(x) * keep
         mask = self.attention_mask(item_seq)
         for block in self.blocks:
-            x = block(x, src_mask=mask) * not_padding
+            x = block(x, src_mask=mask) * keep
         return self.final_norm(x)  # [B, L, dim]
 
-    def logits_of(self, hidden: Tensor, items: Tensor) -> Tensor:
-        return hidden @ self.item_embedding(items).T  # [N, C]
-
-    def all_logits(self, hidden: Tensor) -> Tensor:
-        return hidden @ self.item_embedding.weight.T  # [N, n_items]
+    def output_of(self, items: Tensor | None = None) -> tuple[Tensor, None]:
+        return (self.item_embedding.weight if items is None else self.item_embedding(items)), None
 
 
 class SASRec(SequenceRecommender):
