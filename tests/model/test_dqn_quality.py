@@ -88,26 +88,31 @@ def readme_figure(label: str) -> float:
     return float(match.group(1))
 
 
+#: the regression configuration: params.yaml on the default data, with the training budget cut to one
+#: evaluation so that the pin runs inside the test suite's time
+REGRESSION = ("base.progress=false", "train.steps=250")
+
+
 @pytest.mark.slow
-def test_default_model_pins_the_readme_figure_and_beats_recent_items(tmp_path: Path):
-    """The default params on the default data (`drlrec synth`, seed 42): the served head's validation NDCG@10
-    within 15% of the README's figure, and above recent_items' on the same events when the README says
-    the goal is met."""
+def test_default_model_pins_the_readme_figure(tmp_path: Path):
+    """params.yaml (seed 42) on the default data (`drlrec synth`), with REGRESSION's budget: the served head's
+    validation NDCG@10 (every validation event, as `drlrec compare` scores it) within 15% of the README's
+    figure, above popularity, and above recent_items on the same events once the README says the goal is met."""
     from drlrec.stages import featurize_stage, ingest_stage, synth_stage
 
-    params = load_params(write_pipeline_params(tmp_path, base=("base.progress=false",)))
+    params = load_params(write_pipeline_params(tmp_path, base=REGRESSION))
     synth_stage(params)
     ingest_stage(params)
     featurize_stage(params)
     data = TrainingData.load(params.paths.features)
     torch.manual_seed(params.base.seed)
     model = build_model("dqn_lstm", data.n_items, data.n_categories, params)
-    result = fit_dqn_lstm(model, data, params.train, params.base.seed)
-    figure = readme_figure("Regression pin, default model, validation NDCG@10")
-    served = result.valid_metrics["valid/ndcg_at_10"]
+    fit_dqn_lstm(model, data, params.train, params.base.seed)
+    evaluate, _ = validation_evaluator(data.valid, params.evaluate.valid_max_events, params.base.seed)
+    served = evaluate(model)["valid/ndcg_at_10"]
+    figure = readme_figure("Regression pin (default model, 250 steps), validation NDCG@10")
     assert abs(served - figure) <= 0.15 * figure, (served, figure)
 
-    evaluate, _ = validation_evaluator(data.valid, params.train.eval_max_events, params.base.seed)
     recent = evaluate(build_model("recent_items", data.n_items, data.n_categories, params).fit(data))["valid/ndcg_at_10"]
     popularity = evaluate(Popularity(data.n_items).fit(data))["valid/ndcg_at_10"]
     assert served > popularity
