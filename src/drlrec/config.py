@@ -545,7 +545,7 @@ class SASRecConfig:
     """Dropout on embeddings, attention and feed-forward layers."""
     max_len: int = 50
     """Training chunk length (chunks of max_len + 1 events) and the positions the positional embedding
-    covers; a scored state must not be longer."""
+    covers; a longer state is cut to its latest max_len interactions when scored."""
     max_epochs: int = 10
     """Budget: passes over all training chunks."""
     batch_size: int = 64

@@ -206,8 +206,8 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
 
     from drlrec.atomic import write_json
     from drlrec.config import params_to_dict
-    from drlrec.features.featurize import CATEGORY_VOCAB_FILE, ITEM_VOCAB_FILE, REPORT_FILE
     from drlrec.devices import resolve_device
+    from drlrec.features.featurize import CATEGORY_VOCAB_FILE, ITEM_VOCAB_FILE, REPORT_FILE
     from drlrec.models.base import TrainingData
     from drlrec.models.dqn_lstm import DQNLSTM, ScoringModule, pack_states
     from drlrec.plots import training_curves
@@ -343,10 +343,10 @@ def train_baseline_stage(params: Params, name: str, features_dir: str | Path | N
 
     from drlrec.atomic import write_json
     from drlrec.errors import ConfigError
-    from drlrec.models.base import TrainingData
-    from drlrec.model_factory import MODELS, fit_model
-    from drlrec.tracking import start_run
     from drlrec.evaluate import validation_evaluator
+    from drlrec.model_factory import MODELS, fit_model
+    from drlrec.models.base import TrainingData
+    from drlrec.tracking import start_run
 
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
@@ -407,9 +407,9 @@ def _evaluate_one(params: Params, model, name: str, inputs: _EvalInputs):
 
 
 def _trained_dqn_lstm(params: Params):
+    from drlrec.devices import resolve_device
     from drlrec.errors import InputError
     from drlrec.models.dqn_lstm import DQNLSTM
-    from drlrec.devices import resolve_device
 
     path = Path(params.paths.model) / "model.pt"
     if not path.is_file():

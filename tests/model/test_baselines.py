@@ -23,10 +23,12 @@ from drlrec.config import (
     SynthConfig,
     TrainConfig,
 )
-from drlrec.models.base import FIRST_REAL_ITEM, StateBatch, TrainingData, item_category_map
-from drlrec.model_factory import MODELS, build_model, load_model
+from drlrec.evaluate import validation_evaluator
 from drlrec.features.transitions import Transitions
+from drlrec.model_factory import MODELS, build_model, load_model
+from drlrec.models.base import FIRST_REAL_ITEM, StateBatch, TrainingData, item_category_map
 from drlrec.models.gru4rec import GRU4Rec
+from drlrec.models.item_knn import ItemKNN, top_per_row
 from drlrec.models.next_item import (
     PopularitySampler,
     accidental_hits,
@@ -36,11 +38,9 @@ from drlrec.models.next_item import (
     sequence_loss,
     unknown_dropout,
 )
-from drlrec.models.item_knn import ItemKNN, top_per_row
 from drlrec.models.popularity import Popularity, RecentPopularity
 from drlrec.models.tabular_q import TabularQ, category_buckets, q_learning
 from drlrec.rl.logged import state_batch
-from drlrec.evaluate import validation_evaluator
 
 TORCH_MODELS = ("gru4rec", "sasrec", "drr", "dqn_lstm")
 
@@ -314,7 +314,7 @@ def test_log_q_correction_and_sampled_softmax_by_hand() -> None:
     draws = np.bincount(sampler.sample(np.random.default_rng(0)), minlength=6) / 20000
     np.testing.assert_allclose(draws, counts / counts.sum(), atol=0.01)
     rows, columns = accidental_hits(torch.tensor([2, 3, 5]), torch.tensor([5, 2, 2, 7]))
-    assert sorted(zip(rows.tolist(), columns.tolist())) == [(0, 1), (0, 2), (2, 0)]
+    assert sorted(zip(rows.tolist(), columns.tolist(), strict=True)) == [(0, 1), (0, 2), (2, 0)]
     # one position, target item 2 (logit 2.0), negatives [5, 2] (K = 2): the target is an exact candidate,
     # uncorrected; the sample 2 is the target itself and is masked; item 5 is corrected by log(2 * 1/2) = 0
     log_expected = torch.as_tensor(log_expected_count(counts, 0.5, 2), dtype=torch.float32)

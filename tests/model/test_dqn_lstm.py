@@ -12,8 +12,8 @@ import torch
 from drlrec.config import ModelConfig, TrainConfig
 from drlrec.models.base import StateBatch
 from drlrec.models.dqn_lstm import DQNLSTM, TensorStates
-from drlrec.rl.replay import ReplayBuffer
 from drlrec.rl.dqn import dqn_update, train_offline, update_target
+from drlrec.rl.replay import ReplayBuffer
 
 SMALL = ModelConfig(item_dim=16, category_dim=8, behavior_dim=4, hidden=32, layers=2, fc=(64, 32), dropout=0.0)
 FAST = TrainConfig(steps=60, batch_size=64, lr=3e-3, eval_every=10**9, checkpoint_every=20, threads=1, device="cpu",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pipeline_config import PROJECT_ROOT, write_pipeline_params
 
 from drlrec.config import load_params
 from drlrec.evaluate import validation_evaluator
@@ -15,7 +16,6 @@ from drlrec.model_factory import build_model
 from drlrec.models.base import TrainingData
 from drlrec.models.popularity import Popularity
 from drlrec.rl.dqn import fit_dqn_lstm
-from pipeline_config import PROJECT_ROOT, write_pipeline_params
 
 #: a small generated log on which a model that learns nothing ranks like popularity (seconds per fit)
 SMALL_LOG = (

@@ -12,8 +12,8 @@ from drlrec.config import EnvConfig, ModelConfig, TrainConfig
 from drlrec.errors import ConfigError
 from drlrec.models.base import FIRST_REAL_ITEM
 from drlrec.models.dqn_lstm import DQNLSTM
-from drlrec.rl.envs import SimulatedEnv
 from drlrec.rl.dqn import epsilon_greedy_lists, train_online
+from drlrec.rl.envs import SimulatedEnv
 
 SMALL = ModelConfig(item_dim=32, category_dim=8, behavior_dim=4, hidden=64, fc=(64, 64))
 ONLINE = dataclasses.replace(

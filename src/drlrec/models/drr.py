@@ -211,9 +211,9 @@ class DRR(Recommender):
         """Offline DDPG (+BC) on data.train with prioritized replay; early stopping on data.valid NDCG@10."""
         from tqdm import tqdm
 
+        from drlrec.evaluate import validation_evaluator
         from drlrec.rl.logged import LoggedTransitions
         from drlrec.rl.replay import PrioritizedSampler, linear_schedule
-        from drlrec.evaluate import validation_evaluator
 
         if cfg is not None:
             self.cfg = cfg

@@ -21,10 +21,9 @@ import torch.nn.functional as F
 
 from drlrec.config import TrainConfig
 from drlrec.distributed import DDPContext
+from drlrec.evaluate import validation_evaluator
 from drlrec.models.base import FIRST_REAL_ITEM, UNKNOWN_ITEM, StateBatch, TrainingData
 from drlrec.models.dqn_lstm import DQNLSTM, QNetwork, TensorStates
-from drlrec.devices import resolve_device
-from drlrec.evaluate import validation_evaluator
 from drlrec.rl.replay import PrioritizedSampler, TransitionBatch, UniformSampler, linear_schedule
 from drlrec.rl.target import polyak_update
 
