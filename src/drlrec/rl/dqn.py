@@ -739,6 +739,9 @@ def fit_dqn_lstm(
     if ddp is not None:
         cfg = dataclasses.replace(cfg, lr=cfg.lr * ddp.lr_factor())
     evaluate = head_evaluator(data.valid, cfg, seed)
+    # the head that acts while training (online: the greedy lists; the CE head when it is trained, as the
+    # SQN recipe does); the served head is chosen on validation afterwards
+    model.score_with = "ce" if cfg.ce_weight > 0 else "q"
     if cfg.mode == "online":
         if env is None:
             raise ConfigError("train.mode=online needs a simulated environment (drlrec train builds one)")
