@@ -23,8 +23,8 @@ import torch
 from drlrec.config import ModelConfig, TrainConfig
 from drlrec.models.base import StateBatch
 from drlrec.models.dqn_lstm import DQNLSTM
-from drlrec.rl.replay import ReplayBuffer
 from drlrec.rl.dqn import dqn_update
+from drlrec.rl.replay import ReplayBuffer
 
 
 def random_states(n: int, n_items: int, n_cats: int, seq_len: int, rng: np.random.Generator) -> StateBatch:

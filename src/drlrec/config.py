@@ -315,7 +315,8 @@ class TrainConfig:
     states, next states and actions alike), so the unknown vector is trained and the heads learn how much
     next-item mass goes to items no model can name: without it no train event maps to unknown
     (min_count 1), while on real logs most later items are cold. Negative = the share of validation next
-    items that are unknown (measured on validation, never on test)."""
+    items that are unknown (measured on validation, never on test); in online mode negative = 0 (the
+    simulator shows train-vocabulary items only)."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this in the TD target (SQN's reward scale)."""
     prioritized: bool = True

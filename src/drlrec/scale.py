@@ -90,7 +90,7 @@ def plan_ingest(input_path: str | Path, work_dir: str | Path, partitions: int, c
     from drlrec.data.ingest import line_aligned_ranges, sniff
 
     check_partitions(partitions)
-    source = sniff(input_path)
+    source = sniff(input_path, cfg.format)
     ranges = ((0, -1),) if source.compressed else tuple(line_aligned_ranges(source.path, partitions))
     work = Path(work_dir) / "ingest"
     shutil.rmtree(work, ignore_errors=True)
@@ -115,7 +115,7 @@ def ingest_chunk(plan: IngestPlan, chunk: int) -> dict[str, Any]:
         sniff,
     )
 
-    source = sniff(plan.input_path)
+    source = sniff(plan.input_path, plan.cfg.format)
     start, end = plan.ranges[chunk]
     byte_range = None if end < 0 else ByteRange(source.path, start, end)
     folder = plan.chunk_dir(chunk)

@@ -285,6 +285,7 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
                 {
                     "online/greedy_return_first": fit.train.evaluations[0]["online/greedy_return"],
                     "online/greedy_return_last": fit.train.evaluations[-1]["online/greedy_return"],
+                    "online/greedy_return_best": fit.train.best_metric,  # the weights the model keeps
                     "online/episodes": fit.train.history["episodes"][-1],
                 }
                 if online and fit.train.evaluations

@@ -26,10 +26,10 @@ API_PIPELINE = (
     "model.hidden=64",
     "model.layers=1",
     "model.fc=[64,64]",
-    "train.steps=1500",
+    "train.steps=250",
     "train.batch_size=128",
-    "train.eval_every=500",
-    "train.checkpoint_every=500",
+    "train.eval_every=250",
+    "train.checkpoint_every=250",
     "train.candidates=1024",
 )
 

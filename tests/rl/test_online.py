@@ -16,6 +16,9 @@ from drlrec.rl.dqn import epsilon_greedy_lists, train_online
 from drlrec.rl.envs import SimulatedEnv
 
 SMALL = ModelConfig(item_dim=32, category_dim=8, behavior_dim=4, hidden=64, fc=(64, 64))
+# learning from scratch: no repeat prior (with it the untrained greedy lists already re-show the user's
+# own items, which the simulator rewards; see test_online_training_keeps_the_best_greedy_weights)
+SCRATCH = dataclasses.replace(SMALL, repeat_init=0.0)
 ONLINE = dataclasses.replace(
     TrainConfig(),
     mode="online",
@@ -39,7 +42,7 @@ def _env(featurized, simulator) -> SimulatedEnv:
 def test_online_training_raises_the_greedy_episode_return(featurized, simulator) -> None:
     torch.manual_seed(0)
     data = featurized.data
-    model = DQNLSTM(data.n_items, data.n_categories, SMALL, score_with="ce")
+    model = DQNLSTM(data.n_items, data.n_categories, SCRATCH, score_with="ce")
     tracked = []
     result = train_online(model, _env(featurized, simulator), ONLINE, seed=0, track=lambda m, s: tracked.append((s, m)))
     greedy = [e["online/greedy_return"] for e in result.evaluations]
@@ -50,6 +53,25 @@ def test_online_training_raises_the_greedy_episode_return(featurized, simulator)
     assert np.mean(greedy[-3:]) > 2 * np.mean(greedy[:3]), greedy
     assert result.steps_done > 0 and result.history["train/epsilon"][-1] < result.history["train/epsilon"][0]
     assert any("online/greedy_return" in m for _, m in tracked) and any("train/episode_reward" in m for _, m in tracked)
+
+
+def test_online_training_keeps_the_best_greedy_weights(featurized, simulator) -> None:
+    """The model leaves train_online with the weights of its best greedy evaluation: re-running that
+    evaluation on the returned model gives the best return seen, whichever round it came from."""
+    from drlrec.rl.envs import model_policy, simulate_policy
+
+    torch.manual_seed(0)
+    data = featurized.data
+    model = DQNLSTM(data.n_items, data.n_categories, SMALL, score_with="ce")
+    cfg = dataclasses.replace(ONLINE, episodes=1024, online_eval_every=1)
+    env = _env(featurized, simulator)
+    result = train_online(model, env, cfg, seed=0)
+    greedy = [e["online/greedy_return"] for e in result.evaluations]
+    assert len(set(greedy)) > 1, greedy  # the weights did change between evaluations
+    core = getattr(env, "unwrapped", env)
+    again = simulate_policy(core, model_policy(model, core.cfg.k), cfg.online_eval_sessions, seed=1)
+    assert again.mean_return == pytest.approx(max(greedy)) and result.best_metric == max(greedy)
+    assert result.best_step == [e["episodes"] for e in result.evaluations][int(np.argmax(greedy))]
 
 
 def test_epsilon_greedy_lists_explore_from_history_or_catalogue() -> None:

@@ -531,6 +531,8 @@ def train_online(
     history: `train/episode_reward` (mean undiscounted return of a round's episodes), `train/epsilon`,
     `train/ctr`; evaluations: `online/greedy_return` etc. of `simulate_policy` with epsilon 0 on the
     same seeded sessions every `online_eval_every` rounds (learning, not the epsilon schedule, moves it).
+    The model ends with the weights of its best greedy evaluation (`result.best_step` episodes; 0 = the
+    starting weights were never beaten).
     """
     from tqdm import tqdm
 
@@ -568,9 +570,12 @@ def train_online(
         result.evaluations.append(scores)
         if scores["online/greedy_return"] > result.best_metric:
             result.best_metric, result.best_step = scores["online/greedy_return"], episodes_done
+            best_state.clear()
+            best_state.update({k_: v.detach().clone() for k_, v in online.state_dict().items()})
         if track is not None:
             track({k_: v for k_, v in scores.items() if k_.startswith("online/")}, episodes_done)
 
+    best_state: dict[str, torch.Tensor] = {}
     greedy_evaluation(0)
     bar = tqdm(
         total=cfg.episodes,
@@ -649,6 +654,9 @@ def train_online(
         if round_index % cfg.online_eval_every == 0 or round_index == rounds:
             greedy_evaluation(round_index)
     bar.close()
+    # like offline early stopping: keep the weights of the best greedy evaluation (the same seeded sessions
+    # every time), which may be the starting weights when training never beat them
+    online.load_state_dict(best_state)
     return result
 
 
@@ -735,7 +743,10 @@ def fit_dqn_lstm(
     from drlrec.rl.logged import LoggedTransitions
 
     started = time.perf_counter()
-    cfg = dataclasses.replace(cfg, cold_item_rate=cold_rate(cfg, data.valid))
+    # cold-item simulation mimics a later logged period; the simulator only ever shows train-vocabulary
+    # items, so online mode simulates none unless train.cold_item_rate is set explicitly
+    rate = max(cfg.cold_item_rate, 0.0) if cfg.mode == "online" else cold_rate(cfg, data.valid)
+    cfg = dataclasses.replace(cfg, cold_item_rate=rate)
     if ddp is not None:
         cfg = dataclasses.replace(cfg, lr=cfg.lr * ddp.lr_factor())
     evaluate = head_evaluator(data.valid, cfg, seed)
