@@ -197,6 +197,20 @@ def train_stage(
         shutdown(ddp)
 
 
+def online_training_env(params: Params, features: str | Path):
+    """The SimulatedEnv that `train.mode: online` trains and evaluates against: the user simulator fitted
+    on the train split of `features` (seed base.seed), episodes of train.episode_max_steps with
+    train.reward."""
+    import dataclasses
+
+    from drlrec.rl.envs import simulated_env
+    from drlrec.rl.simulator import fit_simulator_from_features
+
+    simulator = fit_simulator_from_features(features, params.simulator, params.base.seed)
+    env_cfg = dataclasses.replace(params.env, max_steps=params.train.episode_max_steps, reward=params.train.reward)
+    return simulated_env(features, simulator, env_cfg, params.featurize)
+
+
 def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str | Path | None, ddp):
     import dataclasses
     import shutil
@@ -238,13 +252,8 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
         run.log_params(config)
         env = None
         if online:
-            from drlrec.rl.envs import simulated_env
-            from drlrec.rl.simulator import fit_simulator_from_features
-
             _say("train (online): fitting the user simulator on the train split")
-            simulator = fit_simulator_from_features(features, params.simulator, params.base.seed)
-            env_cfg = dataclasses.replace(params.env, max_steps=params.train.episode_max_steps, reward=params.train.reward)
-            env = simulated_env(features, simulator, env_cfg, params.featurize)
+            env = online_training_env(params, features)
         fit = fit_dqn_lstm(
             model, data, params.train, params.base.seed, env=env, checkpoint_path=None if online else checkpoint,
             resume_key=key, track=run.log_metrics, progress=params.base.progress, ddp=ddp,

@@ -7,7 +7,6 @@ holds params, metrics, curves and a model that loads back with identical scores.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -118,8 +117,8 @@ def test_online_mode_trains_against_the_simulator_and_logs_its_curve(tmp_path: P
     from pipeline_config import run_pipeline, write_pipeline_params
 
     from drlrec.models.dqn_lstm import DQNLSTM
-    from drlrec.rl.envs import model_policy, simulate_policy, simulated_env
-    from drlrec.rl.simulator import fit_simulator_from_features
+    from drlrec.rl.envs import model_policy, simulate_policy
+    from drlrec.stages import online_training_env
 
     episodes, envs = 512, 128
     params = load_params(write_pipeline_params(tmp_path, (
@@ -138,9 +137,7 @@ def test_online_mode_trains_against_the_simulator_and_logs_its_curve(tmp_path: P
     # training (CE), give the best return again
     model = DQNLSTM.load(Path(params.paths.model) / "model.pt")
     model.score_with = "ce"
-    simulator = fit_simulator_from_features(params.paths.features, params.simulator, params.base.seed)
-    env_cfg = dataclasses.replace(params.env, max_steps=params.train.episode_max_steps, reward=params.train.reward)
-    env = simulated_env(params.paths.features, simulator, env_cfg, params.featurize)
+    env = online_training_env(params, params.paths.features)
     core = getattr(env, "unwrapped", env)
     again = simulate_policy(core, model_policy(model, core.cfg.k), params.train.online_eval_sessions, seed=params.base.seed + 1)
     assert again.mean_return == pytest.approx(max(greedy))

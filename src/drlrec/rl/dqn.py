@@ -134,10 +134,12 @@ def simulate_cold_items(rate: float, *item_tensors: torch.Tensor) -> tuple[torch
 
 def cold_rate(cfg: TrainConfig, valid) -> float:
     """`train.cold_item_rate`, or when it is negative the share of validation next items that are unknown to
-    the train vocabulary (measured on validation, never on test; 0 without validation events)."""
+    the train vocabulary (measured on validation, never on test; 0 without validation events). Online mode
+    resolves a negative rate to 0: the simulator only ever shows train-vocabulary items, while the cold
+    simulation mimics a later logged period."""
     if cfg.cold_item_rate >= 0:
         return cfg.cold_item_rate
-    if valid is None or valid.num_transitions == 0:
+    if cfg.mode == "online" or valid is None or valid.num_transitions == 0:
         return 0.0
     return float(np.mean(valid.action_item == UNKNOWN_ITEM))
 
@@ -743,10 +745,7 @@ def fit_dqn_lstm(
     from drlrec.rl.logged import LoggedTransitions
 
     started = time.perf_counter()
-    # cold-item simulation mimics a later logged period; the simulator only ever shows train-vocabulary
-    # items, so online mode simulates none unless train.cold_item_rate is set explicitly
-    rate = max(cfg.cold_item_rate, 0.0) if cfg.mode == "online" else cold_rate(cfg, data.valid)
-    cfg = dataclasses.replace(cfg, cold_item_rate=rate)
+    cfg = dataclasses.replace(cfg, cold_item_rate=cold_rate(cfg, data.valid))
     if ddp is not None:
         cfg = dataclasses.replace(cfg, lr=cfg.lr * ddp.lr_factor())
     evaluate = head_evaluator(data.valid, cfg, seed)
