@@ -265,6 +265,11 @@ class ModelConfig:
     large share of e-commerce clicks; a dot-product head alone learns them slowly)."""
     repeat_init: float = 4.0
     """Initial repeat weight of the latest slot (older slots decay by 0.8 per step); 0 = start at zero."""
+    repeat_mode: Literal["additive", "mixture"] = "additive"
+    """How the supervised head uses the state's own items: `additive` (the repeat weight is added to each
+    state item's logit) or `mixture` (RepeatNet, Ren et al. 2019: p(i) = P(repeat) P(i | repeat) +
+    P(explore) P(i | explore), where the repeat distribution covers only the state's items and a learned
+    gate picks the mode per state). The Q-head always uses the additive term."""
 
 
 @dataclass(frozen=True)

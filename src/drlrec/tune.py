@@ -71,6 +71,7 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
         "model.hidden": Choice((64, 128, 256)),
         "model.dropout": FloatRange(0.0, 0.5),
         "model.repeat_init": FloatRange(0.0, 3.0),
+        "model.repeat_mode": Choice(("additive", "mixture")),
     },
     "recent_popularity": {
         "baselines.recent_popularity.recent_days": FloatRange(0.25, 7.0, log=True),

@@ -76,6 +76,40 @@ def test_shapes_for_tiny_and_large_catalogues(n_items: int, variant: str, head: 
     assert torch.allclose(model.network.ce_logits_of(enc, some), model.network.ce_logits(enc)[:, some], atol=1e-5)
 
 
+def test_repeat_mixture_is_a_distribution_that_puts_the_state_first_when_the_gate_says_repeat() -> None:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SMALL, repeat_mode="mixture")
+    model = DQNLSTM(300, 20, cfg)
+    states = random_states(6, 300, 20)
+    states.item_seq[5] = 1  # a state of unknown items only: pure explore, no NaN
+    net = model.network
+    enc = net.encode(TensorStates(states))
+    logp = net.ce_logits(enc)
+    assert torch.isfinite(logp).all()
+    torch.testing.assert_close(torch.logsumexp(logp, dim=1), torch.zeros(6), atol=1e-4, rtol=0)
+    # candidates that hold every state item: a distribution over them, equal to the full one up to the
+    # explore softmax's normaliser (so all candidates = the full catalogue gives the same values)
+    everything = torch.arange(300)
+    torch.testing.assert_close(net.ce_logits_of(enc, everything), logp, atol=1e-4, rtol=0)
+    some = torch.unique(torch.cat([torch.as_tensor(states.item_seq).reshape(-1), torch.tensor([2, 299])]))
+    torch.testing.assert_close(torch.logsumexp(net.ce_logits_of(enc, some), dim=1), torch.zeros(6), atol=1e-4, rtol=0)
+    # a gate that says "repeat": every known state item outranks every other item
+    with torch.no_grad():
+        net.repeat_gate.bias.fill_(20.0)
+    model.score_with = "ce"
+    scores = model.score(states)
+    for row in range(5):
+        known = np.unique(states.item_seq[row][states.item_seq[row] >= 2])
+        others = np.setdiff1d(np.arange(2, 300), known)
+        assert scores[row, known].min() > scores[row, others].max()
+    # gradients reach the gate, the slot weights and the affinity, and are finite
+    net.train()
+    loss = -net.ce_logits_of(net.encode(TensorStates(states)), some)[:, 0].sum()
+    loss.backward()
+    for param in (net.repeat_gate.weight, net.repeat_ce, net.repeat_projection.weight):
+        assert param.grad is not None and torch.isfinite(param.grad).all()
+
+
 def test_one_state_scores_match_the_batch() -> None:
     model = DQNLSTM(500, 20, SMALL)
     states = random_states(8, 500, 20)

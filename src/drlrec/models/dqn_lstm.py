@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drlrec.config import ModelConfig
@@ -99,6 +100,11 @@ class QNetwork(nn.Module):
         self.max_len = 512
         self.repeat_q = nn.Parameter(repeat_prior(self.max_len, cfg.repeat_init)) if cfg.repeat_head else None
         self.repeat_ce = nn.Parameter(repeat_prior(self.max_len, cfg.repeat_init)) if cfg.repeat_head else None
+        # RepeatNet mixture (repeat_mode "mixture"): the CE head's repeat distribution over the state's items
+        # (position/behaviour prior `repeat_ce` + a state-item affinity) and the gate P(repeat | s)
+        self.mixture = cfg.repeat_head and cfg.repeat_mode == "mixture"
+        self.repeat_projection = nn.Linear(query_dim, query_dim) if self.mixture else None
+        self.repeat_gate = nn.Linear(query_dim, 1) if self.mixture else None
 
     # ------------------------------------------------------------------------------------------ encoder
 
@@ -216,9 +222,42 @@ class QNetwork(nn.Module):
         return mean
 
     def ce_logits(self, enc: Encoding) -> Tensor:
-        """Next-item logits of the supervised head: [B, n_items]."""
+        """Next-item logits of the supervised head: [B, n_items] (with the mixture: log-probabilities)."""
         logits = torch.addmm(self.ce_bias, self.ce_projection(enc.phi), self.item_vectors().T)  # [B, n_items]
+        if self.mixture:
+            return self._mixture(enc, logits, None)
         return self._add_repeat(enc, self.repeat_ce, logits)
+
+    def _mixture(self, enc: Encoding, explore_logits: Tensor, items: Tensor | None) -> Tensor:
+        """RepeatNet's log p(i | s) over `items` (sorted, unique; None = the whole catalogue): [B, C].
+
+        log p(i) = logaddexp(log P(explore) + log_softmax(explore)_i, log P(repeat) + log P(i | repeat)), where
+        P(i | repeat) sums a softmax over the state's known slots (the slot logit is the position/behaviour
+        weight plus an affinity of the state to the slot's item) over the slots that hold i. With the
+        state's items among `items` the result is a normalised distribution over them, so cross-entropy on
+        it is the mixture's negative log-likelihood; a state with no known item is pure explore."""
+        seq = enc.history.item_seq  # [B, L]
+        valid = seq >= FIRST_REAL_ITEM  # [B, L] padding and unknown slots never repeat
+        slot_items = self.item_vectors(seq.reshape(-1)).view(*seq.shape, -1)  # [B, L, d]
+        affinity = (slot_items * self.repeat_projection(enc.phi)[:, None, :]).sum(-1)  # [B, L]
+        slot_logits = (affinity + self._repeat_weights(enc, self.repeat_ce)).float().masked_fill(~valid, float("-inf"))
+        has_repeat = valid.any(dim=1)  # [B]
+        slot_prob = torch.softmax(slot_logits.masked_fill(~has_repeat[:, None], 0.0), dim=1)  # [B, L]
+        slot_prob = torch.where(valid, slot_prob, torch.zeros_like(slot_prob))
+        if items is None:
+            column = seq
+        else:
+            column = torch.searchsorted(items, seq).clamp(max=len(items) - 1)  # [B, L]
+            slot_prob = torch.where(items[column] == seq, slot_prob, torch.zeros_like(slot_prob))
+        repeat_prob = torch.zeros(explore_logits.shape, device=seq.device, dtype=slot_prob.dtype)
+        repeat_prob = repeat_prob.scatter_add(1, column, slot_prob)  # [B, C] P(i | repeat)
+        gate = self.repeat_gate(enc.phi).float()  # [B, 1]
+        log_repeat = torch.where(has_repeat[:, None], F.logsigmoid(gate), torch.full_like(gate, float("-inf")))
+        log_explore = torch.where(has_repeat[:, None], F.logsigmoid(-gate), torch.zeros_like(gate))
+        explore = log_explore + torch.log_softmax(explore_logits.float(), dim=1)  # [B, C]
+        in_state = repeat_prob > 0
+        repeat = torch.where(in_state, log_repeat + torch.log(torch.where(in_state, repeat_prob, torch.ones_like(repeat_prob))), torch.full_like(explore, float("-inf")))
+        return torch.logaddexp(explore, repeat)
 
     def q_values_of(self, enc: Encoding, items: Tensor, detach_items: bool = False) -> Tensor:
         """Q(s, a) for a shared candidate set of items: [B, C] (dueling keeps the full-catalogue mean)."""
@@ -229,8 +268,12 @@ class QNetwork(nn.Module):
         return self.value(enc.phi) + advantage - self._mean_advantage(enc)[:, None]
 
     def ce_logits_of(self, enc: Encoding, items: Tensor) -> Tensor:
-        """Supervised-head logits for a shared candidate set: [B, C]."""
-        return self.ce_projection(enc.phi) @ self.item_vectors(items).T + self.ce_bias[items] + self._repeat(enc, self.repeat_ce, items)
+        """Supervised-head logits for a shared candidate set (sorted, unique): [B, C]. With the mixture they are
+        log-probabilities normalised over the candidates (the explore softmax is a sampled one)."""
+        logits = self.ce_projection(enc.phi) @ self.item_vectors(items).T + self.ce_bias[items]
+        if self.mixture:
+            return self._mixture(enc, logits, items)
+        return logits + self._repeat(enc, self.repeat_ce, items)
 
     def forward(self, states: TensorStates) -> Tensor:
         return self.q_values(self.encode(states))
