@@ -717,6 +717,16 @@ def paired_table(
     return "\n".join(lines) + "\n"
 
 
+def versus_table(subject: str, versus: dict[str, dict[str, Interval]], columns=PAIRED) -> str:
+    """`subject` minus each other row, paired on the same test events: one row per opponent, "+d [low, high]"
+    per (group, metric) of `columns`, " *" when the user-level CI excludes 0."""
+    header = ["opponent", *(f"Δ {_label(g, m)}" for g, m in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for opponent, diffs in versus.items():
+        lines.append(f"| {subject} − {opponent} | " + " | ".join(_diff_cell(diffs.get(f"{g}/{m}")) for g, m in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def type_table(evaluations: Sequence[Evaluation], target: str, k: int = BREAKDOWN_K) -> str:
     """Model x target type (NDCG@k and HR@k within each type) for one target set (`next_item` or
     `next_purchase`), then the share of each type and the reachable ceiling (the same events for every model)."""

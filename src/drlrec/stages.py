@@ -535,6 +535,7 @@ def compare_stage(params: Params, models: list[str] | None = None, features_dir:
         protocol_text,
         type_table,
         validation_evaluator,
+        versus_table,
     )
     from drlrec.plots import metric_bars
     from drlrec.tracking import start_run
@@ -587,6 +588,13 @@ def compare_stage(params: Params, models: list[str] | None = None, features_dir:
         cfg = params.evaluate
         paired = {ev.model: paired_comparison(ev, by_row[reference], cfg.bootstrap, cfg.ci, params.base.seed)
                   for ev in evaluations if ev.model != reference}
+        # the served DQN-LSTM row against every baseline row (not only the reference): the goal is stated
+        # against each no-learning baseline and item_knn, each with its own paired CI
+        served_row = next((row for row, head in heads.items() if head == served), None)
+        versus = {} if served_row is None else {
+            ev.model: paired_comparison(by_row[served_row], ev, cfg.bootstrap, cfg.ci, params.base.seed)
+            for ev in evaluations if not ev.model.startswith("dqn_lstm")
+        }
         notes = {row: f"head {head}" + (", served" if head == served else "") for row, head in heads.items()}
         notes[reference] = ", ".join([*filter(None, [notes.get(reference)]), "reference"])
         seq_len = inputs.test.seq_len
@@ -602,6 +610,9 @@ def compare_stage(params: Params, models: list[str] | None = None, features_dir:
             f"events, 95% CI from a paired user-level bootstrap; * = the CI excludes 0 (the row beats, or loses "
             f"to, the reference).\n\n" + heads_line
             + paired_table(evaluations, reference, paired, valid_ndcg, notes, fit_seconds)
+            + (f"\n## The served DQN-LSTM (`{served_row}`) against every baseline\n\nThe served row minus each "
+               "baseline on the same test events, paired user-level 95% CI; * = the CI excludes 0.\n\n"
+               + versus_table(served_row, versus) if versus else "")
             + "\n## Next-item targets by type\n\n" + type_table(evaluations, "next_item")
             + "\n## Next-purchase targets by type\n\n" + type_table(evaluations, "next_purchase")
             + "\n## Every metric\n\n" + markdown_table(evaluations, protocol)
@@ -627,6 +638,13 @@ def compare_stage(params: Params, models: list[str] | None = None, features_dir:
                 for ev in evaluations
             ],
             "paired_metrics": [f"{g}/{m}" for g, m in PAIRED],
+            "served_vs_baselines": {
+                "row": served_row,
+                "differences": {
+                    opponent: {key: {**iv.as_dict(), "excludes_zero": excludes_zero(iv)} for key, iv in diffs.items()}
+                    for opponent, diffs in versus.items()
+                },
+            },
         }
         write_json(params.paths.compare, payload)
         md = Path(params.paths.compare).with_suffix(".md")

@@ -296,3 +296,12 @@ def test_compare_reports_paired_differences_both_heads_and_types(protocol_params
     assert "dqn_lstm[ce] (head ce, served)" in md and f"N = {params.featurize.seq_len}" in md
     assert "Reachable ceiling" in md and "in_history NDCG@10" in md
     assert Path(compare).with_suffix(".png").is_file()
+    # the served row against every baseline (the reference and the others), each with its own paired CI
+    versus = payload["served_vs_baselines"]
+    assert versus["row"] == "dqn_lstm[ce]" and set(versus["differences"]) == {"popularity", "item_knn"}
+    for opponent, diffs in versus["differences"].items():
+        d = diffs["next_item/ndcg_at_10"]
+        own, other = rows["dqn_lstm[ce]"]["metrics"]["next_item"]["ndcg_at_10"], rows[opponent]["metrics"]["next_item"]["ndcg_at_10"]
+        assert d["value"] == pytest.approx(own["value"] - other["value"])
+        assert d["ci_low"] <= d["value"] <= d["ci_high"]
+    assert "| dqn_lstm[ce] − popularity |" in md and "against every baseline" in md
