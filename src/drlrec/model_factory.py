@@ -73,6 +73,8 @@ class DQNLSTMModel(DQNLSTM, Recommender):
         model = cls(plain.n_items, plain.n_categories, plain.cfg, train_cfg, seed=int(meta.get("seed", 0)))
         model.network.load_state_dict(plain.network.state_dict())
         model.score_with = plain.score_with
+        model.served_head = plain.served_head
+        model.head_states = plain.head_states
         if device is not None:
             import torch
 

@@ -566,7 +566,7 @@ def compare_stage(params: Params, models: list[str] | None = None, features_dir:
                 trained_head = getattr(model, "score_with", None)
                 for row, head in _compare_rows(name):
                     if head is not None:
-                        model.score_with = head
+                        model.use_head(head)  # the head's own validated weights when the fit kept them
                         heads[row] = head
                     fit_seconds[row] = seconds
                     valid_ndcg[row] = evaluate_valid(model)["valid/ndcg_at_10"]
@@ -581,7 +581,7 @@ def compare_stage(params: Params, models: list[str] | None = None, features_dir:
                 if name == "dqn_lstm":
                     # the fit leaves score_with on the head chosen on validation (a served_head attribute wins)
                     served = getattr(model, "served_head", None) or trained_head
-                    model.score_with = trained_head
+                    model.use_head(trained_head)
                 child.log_metrics({"fit_seconds": seconds})
         reference, rule = _compare_reference(params, rows, valid_ndcg)
         by_row = {ev.model: ev for ev in evaluations}
@@ -738,10 +738,12 @@ def simulate_stage(
         trained = _trained_dqn_lstm(params) if any(name in heads for name in names) else None
         for name in names:
             if name in heads:
-                scorer = copy.copy(trained)  # shares the network; only the scoring head differs
-                scorer.score_with = heads[name]
+                scorer = copy.copy(trained)  # shares the network when the head has no weights of its own
+                if heads[name] != trained.served_head and heads[name] in trained.head_states:
+                    scorer.network = copy.deepcopy(trained.network)  # the head's own validated weights
+                scorer.use_head(heads[name])
                 built[name] = model_policy(scorer, k)
-                notes[name] = f"head {heads[name]}" + (", served" if trained.score_with == heads[name] else "")
+                notes[name] = f"head {heads[name]}" + (", served" if trained.served_head == heads[name] else "")
             elif name == "random":
                 built[name] = lambda states: random_lists.integers(
                     FIRST_REAL_ITEM, data.n_items, size=(states.batch_size, k)

@@ -75,3 +75,28 @@ def test_the_served_head_is_the_better_one_on_validation(small_features):
     assert result.served_head == max(by_head, key=by_head.get)
     evaluate, _ = validation_evaluator(data.valid, params.train.eval_max_events, params.base.seed)
     assert evaluate(result.model)["valid/ndcg_at_10"] == pytest.approx(by_head[result.served_head])
+
+
+def test_each_head_is_scored_at_its_own_best_validated_weights(small_features, tmp_path):
+    """The Q-head and the CE head peak at different steps: each keeps the weights of its own best validation
+    NDCG@10, is reported at them, and keeps them through save and load (compare and simulate use them)."""
+    from drlrec.model_factory import DQNLSTMModel
+
+    params, data = small_features
+    params, result = fit(params, data)
+    evaluate, _ = validation_evaluator(data.valid, params.train.eval_max_events, params.base.seed)
+    model = result.model
+    for head in ("q", "ce"):
+        best, step = result.train.kept_best[f"valid_{head}/ndcg_at_10"]
+        history = {int(e["step"]): e[f"valid_{head}/ndcg_at_10"] for e in result.train.evaluations}
+        assert best == max(history.values()) and history[step] == best
+        model.use_head(head)
+        assert evaluate(model)["valid/ndcg_at_10"] == pytest.approx(result.valid_by_head[head]["valid/ndcg_at_10"])
+    model.use_head("q")  # saving while another head is in use still writes the served head's weights
+    model.save(tmp_path)  # the registry's folder: model.pt + meta.json
+    loaded = DQNLSTMModel.load(tmp_path)
+    assert loaded.served_head == loaded.score_with == result.served_head
+    assert evaluate(loaded)["valid/ndcg_at_10"] == pytest.approx(result.valid_by_head[result.served_head]["valid/ndcg_at_10"])
+    for head in ("q", "ce"):
+        loaded.use_head(head)
+        assert evaluate(loaded)["valid/ndcg_at_10"] == pytest.approx(result.valid_by_head[head]["valid/ndcg_at_10"])

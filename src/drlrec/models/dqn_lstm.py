@@ -316,6 +316,16 @@ class DQNLSTM(Scorer):
         self.device = torch.device(device)
         self.score_with = score_with
         self.network = QNetwork(n_items, n_categories, cfg).to(self.device)
+        # head -> the weights that head was validated at (fit_dqn_lstm keeps each head's best); the network
+        # holds the served head's. Empty: one set of weights for every head.
+        self.head_states: dict[str, dict[str, Tensor]] = {}
+        self.served_head = score_with
+
+    def use_head(self, head: str) -> None:
+        """Score with `head` from now on, on that head's own validated weights when the fit kept them."""
+        if head in self.head_states:
+            self.network.load_state_dict(self.head_states[head])
+        self.score_with = head
 
     @torch.no_grad()
     def score(self, states: StateBatch, batch_size: int = 1024) -> np.ndarray:
@@ -342,8 +352,14 @@ class DQNLSTM(Scorer):
             "n_items": self.n_items,
             "n_categories": self.n_categories,
             "model_config": dataclasses.asdict(self.cfg),
-            "score_with": self.score_with,
-            "state_dict": {k: v.cpu() for k, v in self.network.state_dict().items()},
+            "score_with": self.served_head,
+            "state_dict": {k: v.cpu() for k, v in self._served_state().items()},
+            # the other heads' own validated weights (compare and simulate score each head on its own)
+            "head_states": {
+                head: {k: v.cpu() for k, v in state.items()}
+                for head, state in self.head_states.items()
+                if head != self.served_head
+            },
         }
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
@@ -355,7 +371,15 @@ class DQNLSTM(Scorer):
         cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
         model = cls(payload["n_items"], payload["n_categories"], cfg, device=device, score_with=payload["score_with"])
         model.network.load_state_dict(payload["state_dict"])
+        if payload.get("head_states"):
+            model.head_states = {**payload["head_states"], model.served_head: payload["state_dict"]}
         return model
+
+    def _served_state(self) -> dict[str, Tensor]:
+        """The served head's weights (the network's, unless another head is in use)."""
+        if self.score_with != self.served_head and self.served_head in self.head_states:
+            return self.head_states[self.served_head]
+        return self.network.state_dict()
 
 
 def pack_states(states: StateBatch) -> np.ndarray:

@@ -246,6 +246,9 @@ class TrainResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     evaluations: list[dict[str, float]] = field(default_factory=list)
     ddp: dict[str, Any] = field(default_factory=dict)  # --distributed: world size, per-rank checksums, losses
+    # `keep_best` metrics of train_offline: metric -> (best value, its step) and the weights at that step
+    kept_best: dict[str, tuple[float, int]] = field(default_factory=dict)
+    kept_states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def log(self, **values: float) -> None:
         for key, value in values.items():
@@ -298,8 +301,13 @@ def train_offline(
     stop_after: int | None = None,
     resume_key: str = "",
     ddp: DDPContext | None = None,
+    keep_best: tuple[str, ...] = (),
 ) -> TrainResult:
     """Offline Double DQN on logged transitions with prioritized replay over the whole dataset.
+
+    Early stopping watches `metric` and ends on the weights of its best evaluation. `keep_best` names more
+    evaluation metrics whose best weights are kept as well (`result.kept_states`, `result.kept_best`):
+    fit_dqn_lstm keeps each head's, because the Q-head and the CE head peak at different steps.
 
     `stop_after` ends the loop after that many steps of *this call* (used to simulate a killed run);
     the checkpoint at `checkpoint_path` makes the next call continue where the last one saved, but only
@@ -427,6 +435,10 @@ def train_offline(
             result.evaluations.append(scores)
             if track is not None and main:
                 track({k: v for k, v in scores.items() if k != "step"}, step)
+            for name in keep_best:
+                if scores[name] > result.kept_best.get(name, (-math.inf, 0))[0]:
+                    result.kept_best[name] = (scores[name], step)
+                    result.kept_states[name] = {k: v.detach().clone() for k, v in online.state_dict().items()}
             if scores[metric] > result.best_metric:
                 result.best_metric, result.best_step = scores[metric], step
                 best_state = {k: v.detach().clone() for k, v in online.state_dict().items()}
@@ -680,7 +692,7 @@ class DQNFit:
 
     @property
     def served_head(self) -> str:
-        return self.model.score_with
+        return self.model.served_head
 
     @property
     def valid_metrics(self) -> dict[str, float]:
@@ -734,8 +746,10 @@ def fit_dqn_lstm(
 
     `cfg.mode` offline: Double DQN on the logged train transitions, early stopping on validation.
     `cfg.mode` online: episodes against `env` (a SimulatedEnv fitted on the train split).
-    Then every trained head is scored on the same validation events and the better one becomes the served
-    head (`model.score_with`). With `ddp` the learning rate is scaled by scale.ddp_lr_scaling and only
+    Offline with both heads, each head keeps the weights of its own best validation NDCG@10 (the Q-head
+    and the CE head peak at different steps); each is scored at its weights on the same validation events,
+    the better one becomes the served head (`model.score_with`, the network holds its weights), and
+    `model.head_states` holds every head's weights for `model.use_head`. With `ddp` the learning rate is scaled by scale.ddp_lr_scaling and only
     rank 0 validates (the other ranks return empty metrics)."""
     import dataclasses
     import time
@@ -757,18 +771,26 @@ def fit_dqn_lstm(
             raise ConfigError("train.mode=online needs a simulated environment (drlrec train builds one)")
         result = train_online(model, env, cfg, seed=seed, track=track, progress=progress)
     else:
+        keep = tuple(f"valid_{head}/ndcg_at_10" for head in trained_heads(cfg)) if cfg.ce_weight > 0 else ()
         result = train_offline(
             model, LoggedTransitions(data.train, cfg.reward), cfg, seed=seed, evaluate=evaluate,
             checkpoint_path=checkpoint_path, track=track, progress=progress, resume_key=resume_key, ddp=ddp,
+            keep_best=keep,
         )
     if ddp is not None and not ddp.is_main:
         return DQNFit(model, result, {"q": {}}, {}, time.perf_counter() - started)
-    scores = evaluate(model)
-    by_head = {
-        head: {k.replace(f"valid_{head}/", "valid/"): v for k, v in scores.items() if k.startswith(f"valid_{head}/")}
-        for head in trained_heads(cfg)
-    }
-    model.score_with = max(by_head, key=lambda h: by_head[h]["valid/ndcg_at_10"])
+    # each head scored at its own kept weights (the weights the loop ended on when it kept none)
+    states = {head: result.kept_states.get(f"valid_{head}/ndcg_at_10") for head in trained_heads(cfg)}
+    final = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
+    by_head = {}
+    for head in trained_heads(cfg):
+        model.network.load_state_dict(states[head] if states[head] is not None else final)
+        scores = evaluate(model)
+        by_head[head] = {k.replace(f"valid_{head}/", "valid/"): v for k, v in scores.items() if k.startswith(f"valid_{head}/")}
+    served = max(by_head, key=lambda h: by_head[h]["valid/ndcg_at_10"])
+    model.head_states = {head: state if state is not None else final for head, state in states.items()}
+    model.served_head = served
+    model.use_head(served)
     popularity_eval, _ = validation_evaluator(data.valid, cfg.eval_max_events, seed)
     popularity = popularity_eval(Popularity(data.n_items).fit(data.train.action_item))
     return DQNFit(model, result, by_head, popularity, time.perf_counter() - started)
