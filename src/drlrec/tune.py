@@ -245,6 +245,23 @@ def with_values(params: Params, values: Mapping[str, Any]) -> Params:
     return params
 
 
+def current_values(params: Params, space: Mapping[str, Dimension]) -> dict[str, Any]:
+    """The values params already holds for the keys of `space` that the space can express (a value outside
+    its range or choices is left out): the first trial of a new study, so that its best is never worse
+    on validation than what params ships with."""
+    out: dict[str, Any] = {}
+    for key, dim in space.items():
+        node: Any = params
+        for i, part in enumerate(key.split(".")):
+            node, _ = _field(node, part, ".".join(key.split(".")[: i + 1]))
+        if isinstance(dim, Choice):
+            if node in dim.values:
+                out[key] = node
+        elif isinstance(node, int | float) and not isinstance(node, bool) and dim.low <= node <= dim.high:
+            out[key] = int(node) if isinstance(dim, IntRange) else float(node)
+    return out
+
+
 def suggest(trial: Any, space: Mapping[str, Dimension]) -> dict[str, Any]:
     """Draw one value per key from an Optuna trial."""
     values: dict[str, Any] = {}
@@ -332,6 +349,9 @@ def tune_model(
     study = optuna.create_study(storage=storage, study_name=study_id, direction="maximize", load_if_exists=True)
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         study.tell(stale.number, state=TrialState.FAIL)
+    before = len(study.trials)
+    if not study.trials:  # a new study starts from params' own values (trial 0), then searches
+        study.enqueue_trial(current_values(params, space))
     # A resumed call draws from a new stream: the same seed would repeat the first call's random start.
     study.sampler = optuna.samplers.TPESampler(
         seed=params.base.seed + len(study.trials), n_startup_trials=params.tune.startup_trials
@@ -359,7 +379,6 @@ def tune_model(
             best = _record(max(finished, key=lambda t: t.value)) if finished else None
             on_trial(record, trial.number, best)
 
-    before = len(study.trials)
     if missing:
         study.optimize(objective, n_trials=missing, timeout=timeout or None, callbacks=[after_trial])
     finished = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)

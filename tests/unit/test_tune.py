@@ -22,6 +22,7 @@ from drlrec.tune import (
     Choice,
     FloatRange,
     IntRange,
+    current_values,
     edit_params_text,
     search_space,
     validate_space,
@@ -226,6 +227,10 @@ def test_item_knn_study_persists_resumes_logs_and_writes_params(
 
     first = tune_stage(params, "item_knn", trials=3)
     assert (first.ran, len(first.trials)) == (3, 3)
+    # trial 0 of a new study is params' own values, so the best is never worse than what params ships with
+    assert first.trials[0].params == current_values(params, search_space("item_knn"))
+    assert first.trials[0].params["baselines.item_knn.self_weight"] == params.baselines.item_knn.self_weight
+    assert first.best.value >= first.trials[0].value
     assert (tmp_path / "tune" / "item_knn.db").is_file()
     assert "test" not in loaded_splits and {"train", "valid"} <= set(loaded_splits)
     parents, children = _parent_and_children(tracking_uri)
