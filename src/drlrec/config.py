@@ -265,7 +265,7 @@ class ModelConfig:
     large share of e-commerce clicks; a dot-product head alone learns them slowly)."""
     repeat_init: float = 4.0
     """Initial repeat weight of the latest slot (older slots decay by 0.8 per step); 0 = start at zero."""
-    repeat_mode: Literal["additive", "mixture"] = "additive"
+    repeat_mode: Literal["additive", "mixture"] = "mixture"
     """How the supervised head uses the state's own items: `additive` (the repeat weight is added to each
     state item's logit) or `mixture` (RepeatNet, Ren et al. 2019: p(i) = P(repeat) P(i | repeat) +
     P(explore) P(i | explore), where the repeat distribution covers only the state's items and a learned
@@ -422,16 +422,16 @@ class RecentPopularityConfig:
 class ItemKNNConfig:
     """Session-based item-to-item co-occurrence kNN (`item_knn`)."""
 
-    neighbours: int = 100
+    neighbours: int = 18
     """Most similar items kept per item (bounds memory at n_items x neighbours)."""
-    window: int = 5
+    window: int = 7
     """Two events of one session co-occur when at most this many positions apart; a pair at distance d
     counts 1/d."""
-    recency_decay: float = 0.85
+    recency_decay: float = 0.955711
     """Weight of a state item `a` interactions before the latest one: recency_decay ** a."""
-    self_weight: float = 5.0
+    self_weight: float = 1.3368
     """Score added to an item for its own (recency-weighted) presence in the state: re-views are common."""
-    popularity_prior: float = 0.001
+    popularity_prior: float = 0.0461499
     """Weight of the normalized train popularity added to every score (orders items with no neighbours)."""
 
 
@@ -457,12 +457,12 @@ class RecentItemsConfig:
 class SessionKNNConfig:
     """V-SKNN session kNN (Ludewig & Jannach 2018; Ludewig et al. 2021) over the train sessions (`session_knn`)."""
 
-    k: int = 100
+    k: int = 53
     """Neighbour sessions kept per state: the most similar among the sampled candidates."""
-    sample_size: int = 500
+    sample_size: int = 4015
     """Candidate sessions per state: the most recent train sessions that share an item with the state;
     0 = all of them."""
-    weighting: Literal["linear", "div", "quadratic", "log", "same"] = "linear"
+    weighting: Literal["linear", "div", "quadratic", "log", "same"] = "div"
     """Weight of a state position by its position i = 1..n (oldest first, n non-padding positions):
     linear max(1 - 0.1 (n - i), 0), div i / n, quadratic (i / n) ** 2, log 1 / log10(n - i + 1.7),
     same 1. A repeated item takes the weight of its latest position."""
@@ -473,7 +473,7 @@ class SessionKNNConfig:
     """Factor on a neighbour's similarity by step s, 1 + the age of the most recent state item that the
     neighbour contains (session-rec's `weighting_score`): same 1, div 1 / s, linear max(1 - 0.1 s, 0),
     quadratic 1 / s ** 2, log 1 / log10(s + 1.7)."""
-    idf_weighting: float = 0.0
+    idf_weighting: float = 0.442821
     """score(item) sums similarity * (1 + idf_weighting * idf(item)), idf = log(train sessions /
     sessions holding the item); 0 = off."""
     popularity_prior: float = 0.01
@@ -603,11 +603,11 @@ def _check_sequence_training(cfg: GRU4RecConfig | SASRecConfig, name: str) -> No
 class TabularQConfig:
     """Tabular Q-learning on a coarse state: last category's popularity bucket x last behaviour (`tabular_q`)."""
 
-    category_buckets: int = 10
+    category_buckets: int = 3
     """Popularity-quantile buckets of the train categories (the state's first coordinate)."""
-    gamma: float = 0.9
+    gamma: float = 0.785462
     """Discount factor."""
-    alpha: float = 0.5
+    alpha: float = 0.950204
     """Step size of each synchronous sweep: Q <- Q + alpha (mean TD target of the (s, a) pair - Q)."""
     sweeps: int = 30
     """Synchronous Q-learning sweeps over all logged transitions."""

@@ -15,7 +15,8 @@ from drlrec.models.dqn_lstm import DQNLSTM, TensorStates
 from drlrec.rl.dqn import dqn_update, train_offline, update_target
 from drlrec.rl.replay import ReplayBuffer
 
-SMALL = ModelConfig(item_dim=16, category_dim=8, behavior_dim=4, hidden=32, layers=2, fc=(64, 32), dropout=0.0)
+SMALL = ModelConfig(item_dim=16, category_dim=8, behavior_dim=4, hidden=32, layers=2, fc=(64, 32), dropout=0.0,
+                    repeat_mode="additive")  # the mechanics below; the mixture has its own test
 FAST = TrainConfig(steps=60, batch_size=64, lr=3e-3, eval_every=10**9, checkpoint_every=20, threads=1, device="cpu",
                    target_update_every=20, cold_item_rate=0.0)
 

@@ -367,7 +367,7 @@ class DQNLSTM(Scorer):
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> DQNLSTM:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-        raw = payload["model_config"]
+        raw = {"repeat_mode": "additive", **payload["model_config"]}  # models saved before the mixture existed
         cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
         model = cls(payload["n_items"], payload["n_categories"], cfg, device=device, score_with=payload["score_with"])
         model.network.load_state_dict(payload["state_dict"])
