@@ -56,10 +56,17 @@ def fit(params, data, *overrides: str):
     return params, fit_dqn_lstm(model, data, params.train, params.base.seed)
 
 
-@pytest.mark.parametrize("overrides", [("train.ce_weight=0",), ()], ids=["pure-dqn", "served-setting"])
-def test_the_q_head_alone_beats_popularity_on_validation(small_features, overrides):
+@pytest.fixture(scope="module")
+def served_fit(small_features):
+    """One fit in the served setting (params as shipped), shared by the tests that only read it."""
     params, data = small_features
-    params, result = fit(params, data, *overrides)
+    return fit(params, data)
+
+
+@pytest.mark.parametrize("overrides", [("train.ce_weight=0",), ()], ids=["pure-dqn", "served-setting"])
+def test_the_q_head_alone_beats_popularity_on_validation(small_features, served_fit, overrides):
+    params, data = small_features
+    params, result = fit(params, data, *overrides) if overrides else served_fit
     q_ndcg = result.valid_by_head["q"]["valid/ndcg_at_10"]
     popularity = result.popularity_metrics["valid/ndcg_at_10"]
     # the Q-head scored alone: at chance (the old plain-DQN head) it ranks like popularity or worse
@@ -67,9 +74,9 @@ def test_the_q_head_alone_beats_popularity_on_validation(small_features, overrid
     assert q_ndcg > 2 * popularity, (q_ndcg, popularity)
 
 
-def test_the_served_head_is_the_better_one_on_validation(small_features):
-    params, data = small_features
-    params, result = fit(params, data)
+def test_the_served_head_is_the_better_one_on_validation(small_features, served_fit):
+    _, data = small_features
+    params, result = served_fit
     by_head = {h: m["valid/ndcg_at_10"] for h, m in result.valid_by_head.items()}
     assert set(by_head) == {"q", "ce"}
     assert result.served_head == max(by_head, key=by_head.get)
@@ -77,13 +84,13 @@ def test_the_served_head_is_the_better_one_on_validation(small_features):
     assert evaluate(result.model)["valid/ndcg_at_10"] == pytest.approx(by_head[result.served_head])
 
 
-def test_each_head_is_scored_at_its_own_best_validated_weights(small_features, tmp_path):
+def test_each_head_is_scored_at_its_own_best_validated_weights(small_features, served_fit, tmp_path):
     """The Q-head and the CE head peak at different steps: each keeps the weights of its own best validation
     NDCG@10, is reported at them, and keeps them through save and load (compare and simulate use them)."""
     from drlrec.model_factory import DQNLSTMModel
 
-    params, data = small_features
-    params, result = fit(params, data)
+    _, data = small_features
+    params, result = served_fit
     evaluate, _ = validation_evaluator(data.valid, params.train.eval_max_events, params.base.seed)
     model = result.model
     for head in ("q", "ce"):
@@ -94,6 +101,7 @@ def test_each_head_is_scored_at_its_own_best_validated_weights(small_features, t
         assert evaluate(model)["valid/ndcg_at_10"] == pytest.approx(result.valid_by_head[head]["valid/ndcg_at_10"])
     model.use_head("q")  # saving while another head is in use still writes the served head's weights
     model.save(tmp_path)  # the registry's folder: model.pt + meta.json
+    model.use_head(result.served_head)  # the fit is shared: leave it as it was
     loaded = DQNLSTMModel.load(tmp_path)
     assert loaded.served_head == loaded.score_with == result.served_head
     assert evaluate(loaded)["valid/ndcg_at_10"] == pytest.approx(result.valid_by_head[result.served_head]["valid/ndcg_at_10"])
