@@ -779,18 +779,20 @@ def fit_dqn_lstm(
         )
     if ddp is not None and not ddp.is_main:
         return DQNFit(model, result, {"q": {}}, {}, time.perf_counter() - started)
-    # each head scored at its own kept weights (the weights the loop ended on when it kept none)
+    # each head scored once, with itself only, at its own kept weights (the weights the loop ended on when
+    # it kept none), on the same validation events as the loop's evaluations and popularity's
+    plain_eval, _ = validation_evaluator(data.valid, cfg.eval_max_events, seed)
     states = {head: result.kept_states.get(f"valid_{head}/ndcg_at_10") for head in trained_heads(cfg)}
-    final = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
+    if any(state is None for state in states.values()):
+        final = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
+        states = {head: final if state is None else state for head, state in states.items()}
     by_head = {}
-    for head in trained_heads(cfg):
-        model.network.load_state_dict(states[head] if states[head] is not None else final)
-        scores = evaluate(model)
-        by_head[head] = {k.replace(f"valid_{head}/", "valid/"): v for k, v in scores.items() if k.startswith(f"valid_{head}/")}
-    served = max(by_head, key=lambda h: by_head[h]["valid/ndcg_at_10"])
-    model.head_states = {head: state if state is not None else final for head, state in states.items()}
-    model.served_head = served
-    model.use_head(served)
-    popularity_eval, _ = validation_evaluator(data.valid, cfg.eval_max_events, seed)
-    popularity = popularity_eval(Popularity(data.n_items).fit(data.train.action_item))
+    for head, state in states.items():
+        model.network.load_state_dict(state)
+        model.score_with = head
+        by_head[head] = plain_eval(model)
+    model.head_states = states
+    model.served_head = max(by_head, key=lambda h: by_head[h]["valid/ndcg_at_10"])
+    model.use_head(model.served_head)
+    popularity = plain_eval(Popularity(data.n_items).fit(data.train.action_item))
     return DQNFit(model, result, by_head, popularity, time.perf_counter() - started)
