@@ -270,6 +270,14 @@ class ModelConfig:
     state item's logit) or `mixture` (RepeatNet, Ren et al. 2019: p(i) = P(repeat) P(i | repeat) +
     P(explore) P(i | explore), where the repeat distribution covers only the state's items and a learned
     gate picks the mode per state). The Q-head always uses the additive term."""
+    encoder_window: int = 0
+    """The encoder reads only the state's last `encoder_window` interactions (0 = the whole state), while
+    the repeat terms (additive and mixture) still cover all `featurize.seq_len` of them. A long state then
+    lets the copy path reach items seen 50 interactions ago at the encoder cost of a short one."""
+
+    def __post_init__(self) -> None:
+        if self.encoder_window < 0:
+            raise ConfigError(f"model.encoder_window must be >= 0 (0 = the whole state), got {self.encoder_window}")
 
 
 @dataclass(frozen=True)

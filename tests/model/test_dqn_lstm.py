@@ -111,6 +111,37 @@ def test_repeat_mixture_is_a_distribution_that_puts_the_state_first_when_the_gat
         assert param.grad is not None and torch.isfinite(param.grad).all()
 
 
+def test_encoder_window_reads_the_latest_slots_while_the_copy_path_sees_the_whole_state() -> None:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SMALL, repeat_mode="mixture", encoder_window=4)
+    model = DQNLSTM(300, 20, cfg)
+    net = model.network
+    states = random_states(6, 300, 20, seq_len=12)
+    states.item_seq[:, :8] = np.arange(2, 10)  # slots 0..7 (outside the window) hold items 2..9
+    states.item_seq[:, 8:] = np.arange(200, 204)  # the window holds items 200..203 only
+    latest = StateBatch(*(a[:, -4:] if a.ndim > 1 and a.shape[1] == 12 else a for a in states))
+    whole, last4 = net.encode(TensorStates(states)), net.encode(TensorStates(latest))
+    # the encoder's phi depends on the last 4 slots alone
+    torch.testing.assert_close(whole.phi, last4.phi)
+    # ... and the mixture's repeat distribution still covers the whole state: with the gate on "repeat",
+    # an item seen only outside the window outranks every item never seen
+    with torch.no_grad():
+        net.repeat_gate.bias.fill_(20.0)
+    logp = net.ce_logits(whole)
+    assert torch.isfinite(logp).all()
+    torch.testing.assert_close(torch.logsumexp(logp, dim=1), torch.zeros(6), atol=1e-4, rtol=0)
+    never = np.setdiff1d(np.arange(2, 300), np.r_[np.arange(2, 10), np.arange(200, 204)])
+    assert logp[:, 2:10].min() > logp[:, never].max()
+    assert net.ce_logits(last4)[:, 2:10].max() < logp[:, 2:10].min()  # a 4-slot state cannot copy them
+    # a change outside the window moves the copy path but not phi
+    moved = states._replace(behavior_seq=states.behavior_seq.copy(), step_features=states.step_features.copy())
+    moved.behavior_seq[:, :8] = 4
+    moved.step_features[:, :8] += 1.0
+    torch.testing.assert_close(net.encode(TensorStates(moved)).phi, whole.phi)
+    with pytest.raises(Exception, match="encoder_window"):
+        dataclasses.replace(SMALL, encoder_window=-1)
+
+
 def test_one_state_scores_match_the_batch() -> None:
     model = DQNLSTM(500, 20, SMALL)
     states = random_states(8, 500, 20)

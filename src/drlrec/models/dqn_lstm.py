@@ -109,20 +109,23 @@ class QNetwork(nn.Module):
     # ------------------------------------------------------------------------------------------ encoder
 
     def encode(self, states: TensorStates) -> Encoding:
-        """State representation phi(s) [B, query_dim], with its state."""
+        """State representation phi(s) [B, query_dim], with its state (the whole state: the repeat terms read
+        all of it, while the encoder reads its last `encoder_window` slots when that is set)."""
+        window = slice(-self.cfg.encoder_window, None) if self.cfg.encoder_window > 0 else slice(None)
+        items = states.item_seq[:, window]  # [B, W]
         parts = [
-            self.item_embedding(states.item_seq),  # [B, L, item_dim]
-            self.category_embedding(states.category_seq),  # [B, L, category_dim]
-            self.behavior_embedding(states.behavior_seq),  # [B, L, behavior_dim]
+            self.item_embedding(items),  # [B, W, item_dim]
+            self.category_embedding(states.category_seq[:, window]),  # [B, W, category_dim]
+            self.behavior_embedding(states.behavior_seq[:, window]),  # [B, W, behavior_dim]
         ]
         if self.cfg.use_step_features:
-            parts.append(states.step_features)  # [B, L, 20]
-        x = torch.cat(parts, dim=-1)  # [B, L, in_dim]
-        out, _ = self.lstm(x)  # [B, L, enc_dim]; left-padded, so the last step is the latest interaction
+            parts.append(states.step_features[:, window])  # [B, W, 20]
+        x = torch.cat(parts, dim=-1)  # [B, W, in_dim]
+        out, _ = self.lstm(x)  # [B, W, enc_dim]; left-padded, so the last step is the latest interaction
         if self.attention is None:
             encoded = out[:, -1]  # [B, enc_dim]
         else:
-            padding = states.item_seq == 0  # [B, L]
+            padding = items == 0  # [B, W]
             padding[:, -1] = False  # keep one key so an empty history attends to something, never NaN
             attended, _ = self.attention(out[:, -1:], out, out, key_padding_mask=padding)
             encoded = attended[:, 0]  # [B, enc_dim]
