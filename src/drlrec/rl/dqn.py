@@ -730,6 +730,19 @@ def head_evaluator(valid, cfg: TrainConfig, seed: int) -> Evaluator:
     return evaluate_heads
 
 
+def kept_evaluation(result: TrainResult, head: str) -> dict[str, float] | None:
+    """`head`'s validation figures (`valid/...` keys) from the loop's evaluation at the step whose weights
+    it kept for that head; None when it kept none or that evaluation is not in this run's record."""
+    kept = result.kept_best.get(f"valid_{head}/ndcg_at_10")
+    if kept is None:
+        return None
+    scores = next((e for e in result.evaluations if e.get("step") == kept[1]), None)
+    if scores is None:
+        return None
+    prefix = f"valid_{head}/"
+    return {"valid/" + k[len(prefix):]: v for k, v in scores.items() if k.startswith(prefix)}
+
+
 def fit_dqn_lstm(
     model: DQNLSTM,
     data: TrainingData,
@@ -779,8 +792,10 @@ def fit_dqn_lstm(
         )
     if ddp is not None and not ddp.is_main:
         return DQNFit(model, result, {"q": {}}, {}, time.perf_counter() - started)
-    # each head scored once, with itself only, at its own kept weights (the weights the loop ended on when
-    # it kept none), on the same validation events as the loop's evaluations and popularity's
+    # each head's figures at its own kept weights, on the same validation events as popularity's: the
+    # loop's own evaluation at the kept step (the same evaluator, events and weights) when it has one, else
+    # (no kept step, or it was evaluated before a resume) the head scored now, with itself only, at the
+    # weights the loop ended on
     plain_eval, _ = validation_evaluator(data.valid, cfg.eval_max_events, seed)
     states = {head: result.kept_states.get(f"valid_{head}/ndcg_at_10") for head in trained_heads(cfg)}
     if any(state is None for state in states.values()):
@@ -788,9 +803,11 @@ def fit_dqn_lstm(
         states = {head: final if state is None else state for head, state in states.items()}
     by_head = {}
     for head, state in states.items():
-        model.network.load_state_dict(state)
-        model.score_with = head
-        by_head[head] = plain_eval(model)
+        by_head[head] = kept_evaluation(result, head)
+        if by_head[head] is None:
+            model.network.load_state_dict(state)
+            model.score_with = head
+            by_head[head] = plain_eval(model)
     model.head_states = states
     model.served_head = max(by_head, key=lambda h: by_head[h]["valid/ndcg_at_10"])
     model.use_head(model.served_head)
