@@ -31,6 +31,9 @@ API_PIPELINE = (
     "train.eval_every=250",
     "train.checkpoint_every=250",
     "train.candidates=1024",
+    "train.eval_max_events=2000",
+    "simulator.threads=2",
+    "simulator.calibration_max_events=5000",
 )
 
 
