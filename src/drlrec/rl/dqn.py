@@ -708,11 +708,9 @@ def trained_heads(cfg: TrainConfig) -> tuple[str, ...]:
     return HEADS if cfg.ce_weight > 0 else ("q",)
 
 
-def head_evaluator(valid, cfg: TrainConfig, seed: int) -> Evaluator:
-    """Validation NDCG/HR of every trained head on the same seeded events; `valid/ndcg_at_10` is the best
-    head's (what early stopping watches), `valid_<head>/...` each head's."""
-    evaluate, _ = validation_evaluator(valid, cfg.eval_max_events, seed)
-    heads = trained_heads(cfg)
+def head_evaluator(evaluate: Evaluator, heads: tuple[str, ...]) -> Evaluator:
+    """`evaluate` (one model's validation NDCG/HR) run once per head in `heads`; `valid/ndcg_at_10` is the
+    best head's (what early stopping watches), `valid_<head>/...` each head's."""
 
     def evaluate_heads(model: DQNLSTM) -> dict[str, float]:
         served = model.score_with
@@ -775,7 +773,10 @@ def fit_dqn_lstm(
     cfg = dataclasses.replace(cfg, cold_item_rate=cold_rate(cfg, data.valid))
     if ddp is not None:
         cfg = dataclasses.replace(cfg, lr=cfg.lr * ddp.lr_factor())
-    evaluate = head_evaluator(data.valid, cfg, seed)
+    # one evaluator (one seeded set of validation events) for the loop's evaluations, each head's final
+    # figures and popularity's
+    plain_eval, _ = validation_evaluator(data.valid, cfg.eval_max_events, seed)
+    evaluate = head_evaluator(plain_eval, trained_heads(cfg))
     # the head that acts while training (online: the greedy lists; the CE head when it is trained, as the
     # SQN recipe does); the served head is chosen on validation afterwards
     model.score_with = "ce" if cfg.ce_weight > 0 else "q"
@@ -796,7 +797,6 @@ def fit_dqn_lstm(
     # loop's own evaluation at the kept step (the same evaluator, events and weights) when it has one, else
     # (no kept step, or it was evaluated before a resume) the head scored now, with itself only, at the
     # weights the loop ended on
-    plain_eval, _ = validation_evaluator(data.valid, cfg.eval_max_events, seed)
     states = {head: result.kept_states.get(f"valid_{head}/ndcg_at_10") for head in trained_heads(cfg)}
     if any(state is None for state in states.values()):
         final = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
