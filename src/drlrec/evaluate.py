@@ -415,7 +415,7 @@ def target_types(test, index: np.ndarray, first_seen: FirstSeen) -> np.ndarray:
     index = np.asarray(index, dtype=np.int64)
     targets = test.action_item[index].astype(np.int64)  # [E]
     known = targets >= FIRST_REAL_ITEM
-    state_items = test.item_idx[test.state_index[index]]  # [E, N]
+    state_items = test.item_idx[test.state_rows(index)]  # [E, N]
     in_state = known & (state_items == targets[:, None]).any(axis=1)
     in_history = known & ~in_state & first_seen.before(test.user_id[index], targets, test.timestamp[index])
     codes = np.full(len(index), COLD, dtype=np.int8)

@@ -267,7 +267,8 @@ def hand_transitions(user_items: list[list[int]], history_rows: int = 0) -> Tran
     return Transitions(
         item_idx=np.r_[0, items].astype(np.int32), category_idx=np.r_[0, np.array(items) + 100].astype(np.int32),
         behavior_token=np.r_[0, tokens].astype(np.int8), step_features=np.zeros((n_rows, 20), np.float32),
-        row=np.arange(1 + history_rows, n_rows, dtype=np.int32), state_index=np.zeros((n, 3), np.int32),
+        row=np.arange(1 + history_rows, n_rows, dtype=np.int32),
+        state_start=np.arange(1 + history_rows, n_rows, dtype=np.int32), state_len=np.asarray(3, np.int32),  # empty states
         profile=np.zeros((n, 10), np.float32), reward_purchase=np.zeros(n, np.float32),
         reward_business=np.zeros(n, np.float32), done=done, session_end=done, user_id=users.astype(np.int64) + 7,
         timestamp=np.arange(n, dtype=np.int64), session_index=np.zeros(n, np.int32),

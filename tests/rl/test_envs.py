@@ -91,7 +91,7 @@ def test_log_replay_rewards_exactly_the_hits_and_follows_the_logged_sequence(fea
     rng = np.random.default_rng(0)
     hits = 0
     for step in range(int(lengths[episode])):
-        np.testing.assert_array_equal(obs["item_seq"], t.item_idx[t.state_index[i]])
+        np.testing.assert_array_equal(obs["item_seq"], t.item_idx[t.state_rows([i])[0]])
         logged = int(t.action_item[i])
         others = rng.integers(2, env.n_items, size=10)
         others[others == logged] = 2 if logged != 2 else 3
@@ -218,7 +218,7 @@ def test_advance_states_reproduces_the_logged_next_state(featurized) -> None:
     ]
     np.testing.assert_allclose(advanced.profile[:, exact], logged.profile[:, exact], atol=1e-5)
     # the state holds the whole history while it is shorter than seq_len: diversity and top share exact
-    short = t.state_index[index, 1] == 0
+    short = t.state_rows(index)[:, 1] == 0
     assert short.any()
     for name in ("category_diversity", "top_category_ratio"):
         col = PROFILE_FEATURES.index(name)

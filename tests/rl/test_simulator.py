@@ -32,7 +32,7 @@ def _states_and_lists(featurized, n: int = 64, k: int = 10, seed: int = 0) -> tu
     random catalogue items."""
     valid = featurized.data.valid
     rng = np.random.default_rng(seed)
-    index = rng.choice(np.flatnonzero(valid.state_index[:, 0] > 0), size=n, replace=False)
+    index = rng.choice(np.flatnonzero(valid.state_rows()[:, 0] > 0), size=n, replace=False)
     states = state_batch(valid, index)
     random_items = rng.integers(2, featurized.data.n_items, size=(n, k))
     lists = np.concatenate([states.item_seq[:, -k // 2 :], random_items[:, : k - k // 2]], axis=1)

@@ -240,7 +240,8 @@ def test_stored_arrays_shapes_and_dtypes(events, tmp_path: Path, seq_len: int) -
             "behavior_token": ((n_e,), np.int8),
             "step_features": ((n_e, 20), np.float32),
             "row": ((n_t,), np.int32),
-            "state_index": ((n_t, seq_len), np.int32),
+            "state_start": ((n_t,), np.int32),
+            "state_len": ((), np.int32),
             "profile": ((n_t, 10), np.float32),
             "reward_purchase": ((n_t,), np.float32),
             "reward_business": ((n_t,), np.float32),
@@ -272,7 +273,7 @@ def test_states_hold_the_previous_n_events_left_padded(result, events) -> None:
     encoded = result.globals.item_vocab.encode(raw_item)
     for split in SPLITS:
         t = build_transitions(result, split)
-        item_seq = t.item_idx[t.state_index]  # [T, N]
+        item_seq = t.item_idx[t.state_rows()]  # [T, N]
         actions = np.flatnonzero(result.events.split == SPLITS.index(split))
         for i in range(0, len(actions), 7):
             g = actions[i]
@@ -283,7 +284,7 @@ def test_states_hold_the_previous_n_events_left_padded(result, events) -> None:
         assert (t.action_item == encoded[actions]).all()
         # the next state is the state of the next row while the episode goes on
         going_on = np.flatnonzero(~t.done)
-        np.testing.assert_array_equal(t.next_state_index(going_on), t.state_index[going_on + 1])
+        np.testing.assert_array_equal(t.next_state_rows(going_on), t.state_rows(going_on + 1))
         np.testing.assert_array_equal(t.next_profile(going_on), t.profile[going_on + 1])
         # an episode is the user's run in the split: done exactly where the next row is another user
         np.testing.assert_array_equal(t.done[:-1], t.user_id[1:] != t.user_id[:-1])
@@ -297,7 +298,7 @@ def test_valid_states_start_with_train_history(result) -> None:
     had_train = np.isin(t.user_id, ev.user_id[ev.split == TRAIN])
     rows = np.flatnonzero(first_of_user & had_train)
     assert len(rows) > 0
-    assert (t.state_index[rows, -1] > 0).all()  # the newest state item is a train-period event
+    assert (t.state_rows(rows)[:, -1] > 0).all()  # the newest state item is a train-period event
     assert (t.profile[rows, PROFILE_FEATURES.index("account_age")] > 0).any()
 
 
@@ -311,6 +312,52 @@ def test_terminal_profile_is_profile_after_the_action(result, events) -> None:
         s = np.searchsorted(user, user[g])
         expected = profile_of_history(*(c[s : g + 1] for c in columns), now=columns[3][g], cfg=CFG)
         np.testing.assert_allclose(t.next_profile(np.array([i]))[0], expected, rtol=1e-6)
+
+
+def test_training_evaluation_envs_and_serving_build_the_same_state(result, events) -> None:
+    """One history, four builders: training's gather_batch, evaluation's state_batch, the log-replay env and
+    the service's state_of_history (from raw ids, given the whole history and the event's time as now)."""
+    import types
+
+    from drlrec.config import EnvConfig
+    from drlrec.rl.envs import LogReplayEnv, SessionBatch
+    from drlrec.rl.logged import state_batch
+    from drlrec.serving.recommender import state_of_history
+    from drlrec.serving.state import History
+
+    t = build_transitions(result, "test")
+    user = events["user_id"].to_numpy()
+    raw = {c: events[c].to_numpy() for c in ("item_id", "category_id", "behavior", "timestamp")}
+    actions = np.flatnonzero(result.events.split == SPLITS.index("test"))
+    bundle = types.SimpleNamespace(
+        seq_len=t.seq_len, featurize=CFG, item_vocab=result.globals.item_vocab,
+        category_vocab=result.globals.category_vocab, globals=result.globals,
+    )
+    n_items = result.globals.item_vocab.size
+    env = LogReplayEnv(t, n_items, result.globals.category_vocab.size, np.ones(n_items),
+                       np.zeros(n_items, np.int32), EnvConfig())
+    # users with short and long histories: padded and full windows both
+    index = np.unique(np.r_[np.flatnonzero(t.state_rows()[:, 0] == 0)[:3], np.arange(0, t.num_transitions, 11)])
+    assert (t.state_rows(index)[:, 0] == 0).any() and (t.state_rows(index)[:, 0] > 0).any()
+    evaluation = state_batch(t, index)
+    training = gather_batch(t, index)
+    replay = env.batch_states(SessionBatch(index.copy(), np.zeros(len(index), np.int64), np.zeros(len(index), bool),
+                                           np.zeros(len(index), bool)))
+    for j, i in enumerate(index):
+        g = actions[i]
+        first = np.searchsorted(user, user[g])
+        history = History(*(raw[c][first:g].astype(np.int64) for c in raw), total=int(g - first))
+        served = state_of_history(history, bundle, now=int(raw["timestamp"][g]))
+        built = {
+            "training": (training.item_seq, training.category_seq, training.behavior_seq, training.step_seq,
+                         training.profile),
+            "log replay env": tuple(replay),
+            "serving": tuple(served),
+        }
+        for name, fields in built.items():
+            for field, mine, theirs in zip(evaluation._fields, fields, evaluation, strict=True):
+                row = mine[0] if name == "serving" else mine[j]
+                np.testing.assert_allclose(row, theirs[j], rtol=1e-5, atol=1e-6, err_msg=f"{name} {field} {i}")
 
 
 def test_rewards_and_gather_batch(result) -> None:
@@ -337,7 +384,7 @@ def test_rewards_and_gather_batch(result) -> None:
 
 def _per_step_view(t: Transitions, keep: np.ndarray) -> dict[str, np.ndarray]:
     """Everything a model sees at a step (the state, the profile, the action and its reward)."""
-    state = t.state_index[keep]
+    state = t.state_rows(keep)
     return {
         "item_seq": t.item_idx[state],
         "category_seq": t.category_idx[state],
@@ -452,7 +499,7 @@ def test_cli_featurize_writes_every_artifact(events, tmp_path: Path, params_path
         "train_stats.npz",
         REPORT_FILE,
     }
-    assert load_split(out, "test").state_index.shape[1] == 20
+    assert load_split(out, "test").state_rows(np.arange(1)).shape[1] == 20
     # a missing input is one line and exit 2
     assert (
         main(
@@ -477,7 +524,7 @@ def test_empty_splits_have_well_formed_arrays(tmp_path: Path) -> None:
     assert report["splits"]["valid"]["transitions"] == report["splits"]["test"]["transitions"] == 0
     save_split(split_path(tmp_path, "test"), build_transitions(res, "test"))
     t = load_split(tmp_path, "test")
-    assert t.num_transitions == 0 and t.state_index.shape == (0, CFG.seq_len) and t.item_idx.shape == (1,)
+    assert t.num_transitions == 0 and t.state_rows().shape == (0, CFG.seq_len) and t.item_idx.shape == (1,)
     assert gather_batch(t, np.zeros(0, dtype=np.int64)).step_seq.shape == (0, CFG.seq_len, 20)
 
 

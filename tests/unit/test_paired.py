@@ -126,13 +126,10 @@ def test_paired_comparison_and_table() -> None:
 def tiny_split(rows: list[tuple[int, int, int, list[int]]], seq_len: int = 2) -> Transitions:
     """A Transitions of hand-written (user, time, action item, state items oldest first) rows: each state item
     and each action gets its own event-table row; row 0 is padding."""
-    items, state_index, action_rows = [0], [], []
+    items, state_start, action_rows = [0], [], []
     for _, _, item, state in rows:
-        padded = [0] * (seq_len - len(state))
-        for s in state:
-            items.append(s)
-            padded.append(len(items) - 1)
-        state_index.append(padded)
+        state_start.append(len(items))  # the state's items sit right before the action
+        items.extend(state)
         items.append(item)
         action_rows.append(len(items) - 1)
     n_events, n = len(items), len(rows)
@@ -142,7 +139,8 @@ def tiny_split(rows: list[tuple[int, int, int, list[int]]], seq_len: int = 2) ->
         behavior_token=np.ones(n_events, np.int8) * (np.arange(n_events) > 0),
         step_features=np.zeros((n_events, 20), np.float32),
         row=np.array(action_rows, np.int32),
-        state_index=np.array(state_index, np.int32).reshape(n, seq_len),
+        state_start=np.array(state_start, np.int32),
+        state_len=np.asarray(seq_len, np.int32),
         profile=np.zeros((n, 10), np.float32),
         reward_purchase=np.zeros(n, np.float32),
         reward_business=np.zeros(n, np.float32),

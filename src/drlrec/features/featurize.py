@@ -301,14 +301,7 @@ def build_transitions(result: FeaturizeResult, split: str) -> Transitions:
     # event-table row of every action, and of its user's first row in the table
     row = selected.action_row  # [T]
     table_users = user_index(ev.user_id[table])
-    first_row = (table_users.start[row - 1] + 1).astype(np.int32)  # [T]
-    state_index = np.zeros((len(actions), n_steps), dtype=np.int32)  # [T, N]
-    back = np.arange(n_steps, 0, -1, dtype=np.int32)  # [N] N, ..., 1: oldest first
-    chunk = 1 << 20  # bounded temporaries: a [chunk, N] block at a time
-    for lo in range(0, len(actions), chunk):
-        candidate = row[lo : lo + chunk, None] - back[None, :]  # [b, N] rows N..1 before the action
-        # rows before the user's first table row belong to another user (or are absent): padding
-        state_index[lo : lo + chunk] = np.where(candidate >= first_row[lo : lo + chunk, None], candidate, 0)
+    first_row = (table_users.start[row - 1] + 1).astype(np.int32)  # [T]: the floor of every state's window
 
     behavior = ev.behavior[actions]
     done = ev.episode_end[actions]
@@ -322,7 +315,8 @@ def build_transitions(result: FeaturizeResult, split: str) -> Transitions:
         behavior_token=behavior_token,
         step_features=steps,
         row=row,
-        state_index=state_index,
+        state_start=first_row,
+        state_len=np.asarray(n_steps, dtype=np.int32),
         profile=ev.profile[actions],
         reward_purchase=(behavior == BUY).astype(np.float32),
         reward_business=result.reward_weights[behavior],

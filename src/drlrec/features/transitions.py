@@ -11,8 +11,10 @@ Layout of `<split>.npz` (E event-table rows, T transitions, N = seq_len, D = epi
         step_features   [E, 20] f32  STEP_FEATURES
     one row per event of the split, in (user, time) order:
         row             [T] int32    event-table row of the action (the event itself)
-        state_index     [T, N] int32 event-table rows of the user's previous N events, oldest first,
-                                     left-padded with row 0
+        state_start     [T] int32    event-table row of the user's first row in the table: the state is
+                                     the window of rows [max(state_start, row - N), row), oldest first,
+                                     left-padded with row 0 (a user's rows are contiguous)
+        state_len       [] int32     N
         profile         [T, 10] f32  PROFILE_FEATURES before the action
         reward_purchase [T] f32      1 if the action is a buy (the paper's reward)
         reward_business [T] f32      featurize.reward_weights of the action's behaviour
@@ -23,11 +25,13 @@ Layout of `<split>.npz` (E event-table rows, T transitions, N = seq_len, D = epi
         terminal_row    [T] int32    row of terminal_profile for a done transition, -1 otherwise
         terminal_profile [D, 10] f32 profile after the action of each done transition (at its timestamp)
 
-Nothing of size [T, N, 20] is ever stored: the next state of transition i is
-`state_index[i, 1:] + [row[i]]` (the state shifted by the action), its profile is `profile[i + 1]` when the
-episode goes on (the next row is the same user's next event) and `terminal_profile[terminal_row[i]]`
-when it is done.
-`gather_batch` materializes states for a batch of transitions.
+A state is a view, not a copy: nothing per transition beyond `row` and `state_start` says where its
+window is, so the file grows with the events and not with events x N (N = 50 costs what N = 10 does).
+The next state of transition i is the window of rows [max(state_start, row - N + 1), row] (the state
+shifted by the action); its profile is `profile[i + 1]` when the episode goes on (the next row is the same
+user's next event) and `terminal_profile[terminal_row[i]]` when it is done.
+`state_rows` / `next_state_rows` find the windows of a batch; `gather_batch` and `rl.logged.state_batch`
+gather them.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ STORED_FIELDS: tuple[str, ...] = (
     "behavior_token",
     "step_features",
     "row",
-    "state_index",
+    "state_start",
+    "state_len",
     "profile",
     "reward_purchase",
     "reward_business",
@@ -71,7 +76,8 @@ class Transitions(NamedTuple):
     behavior_token: np.ndarray  # [E] int8: behaviour code + 1, 0 = padding
     step_features: np.ndarray  # [E, 20] float32
     row: np.ndarray  # [T] int32: event-table row of the action
-    state_index: np.ndarray  # [T, N] int32: event-table rows of the state, oldest first, 0 = padding
+    state_start: np.ndarray  # [T] int32: event-table row of the user's first row (the window's floor)
+    state_len: np.ndarray  # [] int32: N, the number of previous interactions in a state
     profile: np.ndarray  # [T, 10] float32: profile before the action
     reward_purchase: np.ndarray  # [T] float32
     reward_business: np.ndarray  # [T] float32
@@ -87,7 +93,7 @@ class Transitions(NamedTuple):
     @property
     def seq_len(self) -> int:
         """N, the number of previous interactions in a state."""
-        return int(self.state_index.shape[1])
+        return int(self.state_len)
 
     @property
     def num_transitions(self) -> int:
@@ -115,10 +121,14 @@ class Transitions(NamedTuple):
             raise ValueError(f"unknown reward {kind!r}; expected one of {REWARDS}")
         return self.reward_purchase if kind == "purchase_binary" else self.reward_business
 
-    def next_state_index(self, indices: np.ndarray | None = None) -> np.ndarray:
-        """[B, N] int32 event-table rows of the next state: the state shifted left, the action appended."""
-        indices = np.arange(self.num_transitions) if indices is None else np.asarray(indices)
-        return np.concatenate([self.state_index[indices, 1:], self.row[indices, None]], axis=1)
+    def state_rows(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """[B, N] int32 event-table rows of the states at `indices` (all transitions if None): the N rows
+        before the action, oldest first, 0 where the user has fewer earlier events."""
+        return window_rows(self.row, self.state_start, self.seq_len, indices, end_offset=0)
+
+    def next_state_rows(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """[B, N] int32 event-table rows of the next states: the state shifted left, the action appended."""
+        return window_rows(self.row, self.state_start, self.seq_len, indices, end_offset=1)
 
     def next_profile(self, indices: np.ndarray | None = None) -> np.ndarray:
         """[B, 10] float32 profile of the next state (the user's profile after the action)."""
@@ -128,6 +138,20 @@ class Transitions(NamedTuple):
         is_done = self.done[indices]
         out[is_done] = self.terminal_profile[self.terminal_row[indices[is_done]]]
         return out
+
+
+def window_rows(
+    row: np.ndarray, start: np.ndarray, n: int, indices: np.ndarray | None, end_offset: int
+) -> np.ndarray:
+    """[B, n] int32 rows [row - n + end_offset, row + end_offset) of each transition at `indices`, oldest
+    first; rows below the transition's `start` (another user's, or none) are padding (0)."""
+    if indices is None:
+        end, floor = row.astype(np.int64) + end_offset, start
+    else:
+        indices = np.asarray(indices, dtype=np.int64)
+        end, floor = row[indices].astype(np.int64) + end_offset, start[indices]
+    window = end[:, None] - np.arange(n, 0, -1, dtype=np.int64)[None, :]  # [B, n]: n..1 rows before the end
+    return np.where(window >= floor[:, None], window, 0).astype(np.int32)
 
 
 class TransitionBatch(NamedTuple):
@@ -155,8 +179,8 @@ def gather_batch(
     """Materialize the states of the transitions at `indices` ([B] ints) from the event table."""
     t = transitions
     indices = np.asarray(indices, dtype=np.int64)
-    state = t.state_index[indices]  # [B, N]
-    next_state = t.next_state_index(indices)  # [B, N]
+    state = t.state_rows(indices)  # [B, N]
+    next_state = t.next_state_rows(indices)  # [B, N]
     action_row = t.row[indices]  # [B]
     return TransitionBatch(
         item_seq=t.item_idx[state],

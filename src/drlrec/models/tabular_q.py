@@ -109,7 +109,7 @@ class TabularQ(Recommender):
         self.cfg = cfg or self.cfg
         tq = self.cfg.tabular_q
         t = data.train
-        last = t.state_index[:, -1]  # [T] event-table row of the latest interaction (0 = empty state)
+        last = np.where(t.row - 1 >= t.state_start, t.row - 1, 0)  # [T] row of the latest interaction (0 = none)
         counts = np.bincount(t.action_category.astype(np.int64), minlength=self.n_categories)[: self.n_categories]
         self.bucket_of_category = category_buckets(counts, tq.category_buckets)
         self.q = q_learning(

@@ -339,7 +339,7 @@ class LogReplayEnv(_SessionEnv):
         hit = active & (logged >= FIRST_REAL_ITEM) & (items == logged[:, None]).any(axis=1)
         behavior = np.where(hit, t.action_behavior[index], -1).astype(np.int8)
         item = np.where(hit, logged, -1)
-        preferred = preferred_category(t.category_idx[t.state_index[index]])
+        preferred = preferred_category(t.category_idx[t.state_rows(index)])
         reward = self.reward_model(item, behavior, t.action_category[index], preferred)
         session.steps += active
         terminated = active & t.done[index]

@@ -11,13 +11,13 @@ from drlrec.rl.replay import TransitionBatch
 
 def state_batch(t: Transitions, index: np.ndarray) -> StateBatch:
     """States (before the action) of the transitions at `index`: the model's input for scoring."""
-    rows = t.state_index[index]  # [B, N]
+    rows = t.state_rows(index)  # [B, N]
     return _states(t, rows, t.profile[index])
 
 
 def next_state_batch(t: Transitions, index: np.ndarray) -> StateBatch:
     """States after the action of the transitions at `index`."""
-    return _states(t, t.next_state_index(index), t.next_profile(index))
+    return _states(t, t.next_state_rows(index), t.next_profile(index))
 
 
 def _states(t: Transitions, rows: np.ndarray, profile: np.ndarray) -> StateBatch:

@@ -437,7 +437,7 @@ def fit_behavior_model(
     item_counts = np.bincount(item * 4 + behavior, minlength=n_items * 4).reshape(n_items, 4)
     item_rate = _smoothed(item_counts, category_rate[item_category], smoothing)  # [Vi, 4]
 
-    rows = train.state_index
+    rows = train.state_rows()  # [T, N]
     level = repeat_level(train.item_idx[rows], train.behavior_token[rows], item[:, None])[:, 0]  # [T]
     observed = np.bincount(level * 4 + behavior, minlength=12).reshape(3, 4)
     predicted = np.zeros((3, 4))
@@ -467,7 +467,7 @@ def _fit_interaction_net(
     """Binary cross-entropy of the logged next item (label 1) against `negatives` uniform items (label 0)."""
     torch = _torch()
     train = data.train
-    rows = train.state_index
+    rows = train.state_rows()  # [T, N]
     item_seq = torch.from_numpy(train.item_idx[rows].astype(np.int64))  # [T, N]
     category_seq = torch.from_numpy(train.category_idx[rows].astype(np.int64))  # [T, N]
     positive = train.action_item.astype(np.int64)  # [T]

@@ -31,8 +31,13 @@ class Ranked(NamedTuple):
     score: np.ndarray  # [k] float32
 
 
-def state_of_history(history: History, bundle: Any) -> StateBatch:
-    """A StateBatch of one state from a raw history (oldest first), in the bundle's index space."""
+def state_of_history(history: History, bundle: Any, now: int | None = None) -> StateBatch:
+    """A StateBatch of one state from a raw history (oldest first), in the bundle's index space.
+
+    `now`: the decision time the profile is computed at (account age, activity rate). featurize uses the
+    time of the event being predicted; a live request does not know it, so the default is the time of
+    the user's last event (with the full history and now = the next event's time, the state is exactly
+    the one featurize stores for that event: tests/unit/test_features.py)."""
     from drlrec.features.steps import POSITION_SCALE
 
     seq_len = bundle.seq_len
@@ -50,7 +55,9 @@ def state_of_history(history: History, bundle: Any) -> StateBatch:
     steps[:, _POSITION] = np.minimum(
         np.log1p(np.arange(p, dtype=np.float64) + offset) / np.log1p(POSITION_SCALE), 1.0
     )
-    profile = profile_of_history(items, categories, behaviors, timestamps, int(timestamps[-1]) if p else 0, cfg)
+    if now is None:
+        now = int(timestamps[-1]) if p else 0
+    profile = profile_of_history(items, categories, behaviors, timestamps, now, cfg)
     n = min(p, seq_len)
     item_seq = np.zeros((1, seq_len), dtype=np.int64)
     category_seq = np.zeros((1, seq_len), dtype=np.int64)
