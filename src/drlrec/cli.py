@@ -47,6 +47,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         calibrate=args.calibrate,
         if_missing=args.if_missing,
         drift=args.drift,
+        scale=args.scale,
+        order=args.order,
     )
     return 0
 
@@ -281,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="output CSV (default: paths.raw_data; .gz compresses)"
     )
     p.add_argument("--users", type=int, default=None, help="number of users (default: synth.users)")
+    p.add_argument(
+        "--scale", choices=("default", "full"), default="default",
+        help="full: the real file's size (987,994 users, 4,162,024 items, 9,439 categories; at synth.events_mean 101 "
+        "events per user, about 100M rows); default: the synth: section",
+    )
+    p.add_argument(
+        "--order", choices=("user", "original", "time"), default=None,
+        help="row order (default: synth.order): user = by user id then time; original = the real file's "
+        "(users in lexicographic string order, time within a user); time = the whole log by time",
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed (default: base.seed)")
     p.add_argument(
         "--calibrate",

@@ -150,6 +150,10 @@ class SynthConfig:
     """Share of carts made on an item the user viewed earlier."""
     fav_after_view: float = 0.8
     """Share of favs made on an item the user viewed earlier."""
+    order: Literal["user", "original", "time"] = "user"
+    """Row order of the written file: `user` (user id, then time: as events.parquet holds them), `original`
+    (the real file's order: users in lexicographic string order of their ids, time within a user) or
+    `time` (the whole log by time, users interleaved, as a live stream arrives)."""
 
 
 @dataclass(frozen=True)

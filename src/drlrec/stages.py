@@ -29,14 +29,20 @@ def synth_stage(
     calibrate: str | Path | None = None,
     if_missing: bool = False,
     drift: bool = False,
+    scale: str = "default",
+    order: str | None = None,
 ) -> Path:
     """Generate a Taobao-like log to `out` (default paths.raw_data); return the path written.
+
+    `scale="full"` takes the real file's size (synth.FULL_SCALE: about 100M rows; `users` still overrides
+    the user count); `order` overrides synth.order, the row order written.
 
     With `drift`, generate the shifted period of params drift: after the synth: window instead (default
     output <paths.artifacts>/synth_drift.csv, so the raw data is never overwritten by accident)."""
     import dataclasses
 
     from drlrec.data import synth
+    from drlrec.errors import ConfigError
 
     if drift:
         default_out = Path(params.paths.artifacts) / "synth_drift.csv"
@@ -55,8 +61,14 @@ def synth_stage(
         for key, value in fitted.items():
             _say(f"  {key}: {value}")
         cfg = dataclasses.replace(cfg, **fitted)
+    if scale == "full":
+        cfg = dataclasses.replace(cfg, **synth.FULL_SCALE)
+    elif scale != "default":
+        raise ConfigError(f"--scale must be default or full (got {scale!r})")
     if users is not None:
         cfg = dataclasses.replace(cfg, users=users)
+    if order is not None:
+        cfg = dataclasses.replace(cfg, order=order)
     seed = params.base.seed if seed is None else seed
     if drift:
         table = synth.generate_drift(cfg, params.drift, seed=seed, progress=params.base.progress)
@@ -65,8 +77,9 @@ def synth_stage(
     else:
         table = synth.generate(cfg, seed=seed, progress=params.base.progress)
         what = f"{cfg.users:,} users"
+    table = synth.order_rows(table, cfg.order)
     synth.write_csv(table, out_path)
-    _say(f"synth: wrote {table.num_rows:,} events for {what} to {out_path}")
+    _say(f"synth: wrote {table.num_rows:,} events for {what} to {out_path} (row order: {cfg.order})")
     return out_path
 
 

@@ -238,3 +238,55 @@ def test_cli_synth_calibrated_on_the_slice(
     err = capsys.readouterr().err
     assert "events_median: 81.5" in err and "behavior_mix" in err
     assert read_raw(out)["user_id"].nunique() == 100
+
+
+# ---------------------------------------------------------------------------------------------- row orders
+
+
+def test_row_orders_hold_the_same_rows_and_ingest_to_the_same_events(tmp_path: Path, params_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from drlrec.config import IngestConfig
+    from drlrec.data.ingest import ingest_file
+
+    table = synth.generate(small(users=150), seed=3, progress=False)
+    base = table.to_pandas()
+    key = ["user_id", "timestamp", "item_id", "behavior", "category_id"]
+    events = {}
+    for order in ("user", "original", "time"):
+        out = tmp_path / f"{order}.csv"
+        assert main(["synth", "--out", str(out), "--users", "150", "--seed", "3", "--order", order,
+                     "--params", str(params_path)]) == 0
+        raw = read_raw(out)
+        # the same rows, each user's rows in time order whatever the file order
+        pd.testing.assert_frame_equal(raw.sort_values(key, kind="stable").reset_index(drop=True),
+                                      base.sort_values(key, kind="stable").reset_index(drop=True), check_like=True)
+        for _, rows in raw.groupby("user_id", sort=False):
+            assert rows["timestamp"].is_monotonic_increasing
+        users = raw["user_id"].to_numpy()
+        first_seen = users[np.r_[True, users[1:] != users[:-1]]]
+        if order == "user":
+            pd.testing.assert_frame_equal(raw[list(EVENTS_SCHEMA.names)], base)
+        elif order == "original":  # grouped by user, users in string order: 1, 10, 100, 101, ..., 11, ...
+            assert len(first_seen) == 150
+            assert [str(u) for u in first_seen] == sorted(str(u) for u in range(1, 151))
+        else:
+            assert raw["timestamp"].is_monotonic_increasing and len(first_seen) > 150  # users interleave
+        done = tmp_path / f"ingest-{order}"
+        ingest_file(out, done / "events.parquet", done / "quarantine.parquet", done / "report.json", IngestConfig())
+        assert json.loads((done / "report.json").read_text())["rows_quarantined"] == 0
+        events[order] = pq.read_table(done / "events.parquet").to_pandas()
+    pd.testing.assert_frame_equal(events["original"], events["user"])
+    pd.testing.assert_frame_equal(events["time"], events["user"])
+
+
+def test_full_scale_preset_is_the_real_files_size() -> None:
+    from drlrec.cli import build_parser
+
+    assert synth.FULL_SCALE == {"users": 987_994, "items": 4_162_024, "categories": 9_439}
+    cfg = dataclasses.replace(DEFAULT, **synth.FULL_SCALE)
+    synth._check(cfg, 0)  # the catalogue fits the id space
+    args = build_parser().parse_args(["synth", "--scale", "full", "--order", "original"])
+    assert (args.scale, args.order) == ("full", "original")
+    with pytest.raises(ConfigError, match="synth.order"):
+        synth.order_rows(synth.generate(small(users=2), seed=0, progress=False), "shuffled")

@@ -464,6 +464,33 @@ def _generate_users(cfg: SynthConfig, catalogue: Catalogue, seed: int, stream: i
 
 # ---------------------------------------------------------------------------------------------- output
 
+#: `drlrec synth --scale full`: the published size of the real UserBehavior file (users, items, categories);
+#: with the default 101 events per user that is about 100M rows.
+FULL_SCALE: dict[str, int] = {"users": 987_994, "items": 4_162_024, "categories": 9_439}
+
+
+def order_rows(table: pa.Table, order: str) -> pa.Table:
+    """The generated rows (sorted by user id, then time) in `order` (SynthConfig.order): `user` as they are,
+    `original` with users in lexicographic string order of their ids (the real file: "1", "100", "1000",
+    ...), `time` by timestamp over the whole log (ties keep user order). Time order within a user is kept."""
+    if order == "user":
+        return table
+    if order == "original":
+        user = table.column("user_id").to_numpy()
+        users, first = np.unique(user, return_index=True)  # numeric order; rows of a user are contiguous
+        lexicographic = np.argsort(users.astype(str), kind="stable")  # [U] users in string order
+        counts = np.diff(np.r_[first, len(user)])
+        # each user's contiguous rows, users taken in string order: a permutation built from run lengths
+        starts = first[lexicographic]
+        lengths = counts[lexicographic]
+        perm = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(len(user))
+    elif order == "time":
+        perm = np.argsort(table.column("timestamp").to_numpy(), kind="stable")
+    else:
+        raise ConfigError(f"synth.order must be one of user, original, time (got {order!r})")
+    return table.take(pa.array(perm))
+
+
 
 def _raw_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Typed events -> the raw Taobao columns (behaviour codes become their names)."""
