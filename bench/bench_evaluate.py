@@ -7,8 +7,12 @@ target's rank with ties broken by item index) then `ranking_metrics` (HR/NDCG@k,
 - the popularity baseline (no network: the cost of ranking alone), as the in-process baseline,
 
 plus the bootstrap CIs the reports add (1000 resamples). Target: under 10 s on CPU for the DQN-LSTM.
+A catalogue above --item-block items is ranked block by block (exact ranks, running top-k), so memory is
+[batch, item_block] scores, not [batch, items]: the Taobao catalogue is
 
-    python bench/bench_evaluate.py [--events 10000] [--items 100000] [--threads 2]
+    python bench/bench_evaluate.py --events 50000 --items 4162024
+
+    python bench/bench_evaluate.py [--events 10000] [--items 100000] [--threads 2] [--item-block 262144]
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 
 from drlrec.config import ModelConfig
-from drlrec.evaluate import bootstrap_means, per_event_values, rank_events, ranking_metrics
+from drlrec.evaluate import ITEM_BLOCK, bootstrap_means, per_event_values, rank_events, ranking_metrics
 from drlrec.models.base import StateBatch
 from drlrec.models.dqn_lstm import DQNLSTM
 from drlrec.models.popularity import Popularity
@@ -54,7 +58,11 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=10, help="state length N (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=512, help="states scored per batch (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
+    parser.add_argument("--item-block", type=int, default=ITEM_BLOCK,
+                        help="items scored at once; 0 = the whole catalogue (default: %(default)s)")
+    parser.add_argument("--heads", default="q,ce", help="DQN-LSTM heads to time (default: %(default)s)")
     args = parser.parse_args()
+    block = dict(batch_size=args.batch, item_block=args.item_block)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -63,18 +71,18 @@ def main() -> None:
     targets = np.minimum((rng.pareto(1.2, args.events) * 50).astype(np.int64) + 2, args.items - 1)
     print(
         f"full-ranking evaluation: {args.events:,} events x {args.items:,} items, N={args.seq_len}, "
-        f"batch {args.batch}, {args.threads} CPU threads, torch {torch.__version__}"
+        f"batch {args.batch}, item block {args.item_block:,}, {args.threads} CPU threads, torch {torch.__version__}"
     )
 
     popularity = Popularity(args.items).fit(rng.integers(2, args.items, 1_000_000))
-    rank_events(popularity, states.slice(0, min(512, args.events)), targets[:512])  # warm-up
-    pop_s, pop_ranked = timed("popularity", lambda: rank_events(popularity, states, targets, batch_size=args.batch))
+    rank_events(popularity, states.slice(0, min(512, args.events)), targets[:512], **block)  # warm-up
+    pop_s, pop_ranked = timed("popularity", lambda: rank_events(popularity, states, targets, **block))
     rows = [("popularity (ranking only)", pop_s)]
 
-    for score_with in ("q", "ce"):
+    for score_with in args.heads.split(","):
         model = DQNLSTM(args.items, args.categories, ModelConfig(), device="cpu", score_with=score_with)
-        rank_events(model, states.slice(0, min(512, args.events)), targets[:512], batch_size=args.batch)  # warm-up
-        seconds, ranked = timed(score_with, lambda m=model: rank_events(m, states, targets, batch_size=args.batch))
+        rank_events(model, states.slice(0, min(512, args.events)), targets[:512], **block)  # warm-up
+        seconds, ranked = timed(score_with, lambda m=model: rank_events(m, states, targets, **block))
         rows.append((f"dqn_lstm ({'Q-head' if score_with == 'q' else 'supervised head'})", seconds))
         metrics_s, _ = timed("metrics", lambda r=ranked: ranking_metrics(r.ranks, (5, 10, 20, 50)))
 

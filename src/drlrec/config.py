@@ -408,7 +408,10 @@ class EvaluateConfig:
     ci: float = 0.95
     """Confidence level of the intervals."""
     batch_size: int = 512
-    """States scored at once (memory: batch_size x n_items floats)."""
+    """States scored at once (memory: batch_size x min(n_items, item_block) floats)."""
+    item_block: int = 262144
+    """Items scored at once: a larger catalogue is ranked block by block (exact ranks, a running top-k), so
+    memory is bounded by the block, not the catalogue; 0 = the whole catalogue at once."""
     models: tuple[str, ...] = ("popularity", "recent_popularity", "item_knn", "recent_items", "session_knn", "tabular_q",
                                "gru4rec", "sasrec", "drr", "dqn_lstm")
     """Models `drlrec compare` trains and evaluates, in table order (dqn_lstm gives two rows, one per scoring

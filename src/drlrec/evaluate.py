@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from drlrec.models.base import FIRST_REAL_ITEM, Recommender, StateBatch
+from drlrec.models.base import FIRST_REAL_ITEM, FullScores, Recommender, ScoreBlocks, StateBatch
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50)
 #: rank given to targets that cannot be ranked (padding/unknown items, or excluded)
@@ -67,6 +67,128 @@ def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[s
     return out
 
 
+#: Items scored at once per batch of states by rank_events / evaluate_model: a catalogue up to this size is
+#: scored in one piece; a larger one in blocks of this many items (memory [batch, ITEM_BLOCK], not
+#: [batch, n_items]; 512 states x 262,144 items of float32 is 512 MB).
+ITEM_BLOCK = 1 << 18
+
+
+def score_blocks(model: Recommender, states: StateBatch, item_block: int = ITEM_BLOCK) -> ScoreBlocks:
+    """The model's scores for `states`, whole when the catalogue fits one block, else block by block."""
+    n_items = getattr(model, "n_items", None)
+    if item_block <= 0 or (n_items is not None and n_items <= item_block):
+        return FullScores(model.score(states))
+    return model.score_blocks(states)
+
+
+def rank_blocks(
+    blocks: ScoreBlocks,
+    targets: np.ndarray,
+    k: int = 0,
+    exclude: tuple[np.ndarray, np.ndarray] | None = None,
+    item_block: int = ITEM_BLOCK,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact full-ranking ranks of `targets` ([B], the rule of target_ranks) and the top-k lists ([B, k], the
+    rule of models.base.top_k, -1 where no finite score is left), from scores handed out `item_block` items
+    at a time: memory is one [B, item_block] block, whatever the catalogue.
+
+    One pass over the blocks. A block's items above the target can be counted before the target's own block
+    is scored because `blocks.target_scores` gives each target's score first, up to float rounding (another
+    summation order): items above that score plus a margin are counted, items within the margin are kept
+    with their scores, and once the target's own score is read from its block they are resolved exactly.
+    A row whose score falls outside its margin (or a scorer without target_scores) is counted again in a
+    second pass. `exclude`: (rows, items) pairs removed from the ranking."""
+    import torch
+
+    from drlrec.models.base import exact_top_k
+
+    n_items, batch = blocks.n_items, len(targets)
+    step = n_items if item_block <= 0 else max(int(item_block), 1)
+    bounds = [(lo, min(lo + step, n_items)) for lo in range(0, n_items, step)]
+    target = np.asarray(targets, dtype=np.int64)  # [B]
+    k = int(min(k, max(n_items - FIRST_REAL_ITEM, 0)))
+    ex_rows, ex_items = exclude if exclude is not None else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    def masked(lo: int, hi: int) -> np.ndarray:
+        s = torch.as_tensor(blocks.block(lo, hi), dtype=torch.float32)
+        inside = (ex_items >= lo) & (ex_items < hi)
+        if torch.isnan(s.sum()):  # a NaN anywhere (or +inf and -inf both): one cheap reduction decides
+            s = torch.nan_to_num(s, nan=-np.inf)  # a copy
+        elif (lo < FIRST_REAL_ITEM or inside.any()) and not blocks.fresh:
+            s = s.clone()  # never write into the caller's scores
+        if lo < FIRST_REAL_ITEM:
+            s[:, : min(FIRST_REAL_ITEM, hi) - lo] = -np.inf  # padding and unknown never rank
+        if inside.any():
+            s[torch.from_numpy(ex_rows[inside]), torch.from_numpy(ex_items[inside] - lo)] = -np.inf
+        return s.numpy()  # counting in numpy: np.count_nonzero is several times faster than torch's bool sum
+
+    first = blocks.target_scores(np.clip(target, 0, max(n_items - 1, 0)))
+    single = first is not None and len(bounds) > 1 or len(bounds) == 1
+    if first is None:
+        first = np.zeros(batch, dtype=np.float32)
+    first = np.nan_to_num(np.asarray(first, dtype=np.float32), nan=-np.inf)
+    margin = np.where(np.isfinite(first), 1e-4 * (1.0 + np.abs(first)), 0.0).astype(np.float32)
+    upper, lower = (first + margin)[:, None], (first - margin)[:, None]  # [B, 1]
+
+    target_score = np.full(batch, -np.inf, dtype=np.float32)
+    top_items = np.zeros((batch, 0), dtype=np.int64)
+    top_scores = np.zeros((batch, 0), dtype=np.float32)
+    above = np.zeros(batch, dtype=np.int64)
+    near_rows, near_items, near_scores = [], [], []
+    for lo, hi in bounds:
+        s = masked(lo, hi)  # [B, C]
+        here = np.flatnonzero((target >= lo) & (target < hi))
+        target_score[here] = s[here, target[here] - lo]
+        if k:
+            items, scores = exact_top_k(torch.from_numpy(s), min(k, hi - lo))
+            items = np.concatenate([top_items, items + lo], axis=1)
+            scores = np.concatenate([top_scores, scores], axis=1)
+            order = np.lexsort((items, -scores), axis=1)[:, :k]  # score desc, then index asc
+            top_items, top_scores = np.take_along_axis(items, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        if not single:
+            continue
+        if len(bounds) == 1:  # the target's score is already known: the margin is exactly zero
+            upper = lower = target_score[:, None]
+        over = np.count_nonzero(s > upper, axis=1)
+        above += over
+        rows = np.flatnonzero(np.count_nonzero(s >= lower, axis=1) > over)  # rows with items inside the margin
+        if len(rows):
+            sub = s[rows]
+            r, c = np.nonzero((sub >= lower[rows]) & (sub <= upper[rows]))
+            near_rows.append(rows[r])
+            near_items.append(c + lo)
+            near_scores.append(sub[r, c])
+    rankable = (target >= FIRST_REAL_ITEM) & (target < n_items) & np.isfinite(target_score)
+    if single:
+        rows, items, scores = (np.concatenate(x) if x else np.zeros(0, d) for x, d in
+                               ((near_rows, np.int64), (near_items, np.int64), (near_scores, np.float32)))
+        exact = target_score[rows]
+        counted = (scores > exact) | ((scores == exact) & (items < target[rows]))  # the target itself: neither
+        above += np.bincount(rows[counted], minlength=batch)
+        again = np.flatnonzero(rankable & ((target_score > upper[:, 0]) | (target_score < lower[:, 0])))
+    else:
+        again = np.flatnonzero(rankable)
+    if len(again):  # count these rows again against their exact scores (no target_scores, or past the margin)
+        above[again] = 0
+        threshold = target_score[again, None]
+        for lo, hi in bounds:
+            s = masked(lo, hi)[again]
+            above[again] += np.count_nonzero(s > threshold, axis=1)
+            column = np.arange(lo, hi)[None, :]
+            above[again] += np.count_nonzero((s == threshold) & (column < target[again, None]), axis=1)
+    ranks = np.where(rankable, 1 + above, UNRANKABLE).astype(np.int64)
+    lists = np.where(np.isfinite(top_scores), top_items, -1).astype(np.int64)
+    return ranks, lists
+
+
+def exclusion_pairs(mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows, items) of a [B, n_items] boolean exclusion mask."""
+    if mask is None:
+        return None
+    rows, items = np.nonzero(mask)
+    return rows.astype(np.int64), items.astype(np.int64)
+
+
 class RankedEvents(NamedTuple):
     ranks: np.ndarray  # [E] int64 1-based ranks (UNRANKABLE where the target can't be ranked)
 
@@ -77,14 +199,16 @@ def rank_events(
     targets: np.ndarray,
     exclude: np.ndarray | None = None,
     batch_size: int = 512,
+    item_block: int = ITEM_BLOCK,
 ) -> RankedEvents:
-    """Score every state with the model and rank its target, batch by batch (bounded memory)."""
+    """Score every state with the model and rank its target, batch by batch and block by block of items
+    (memory [batch_size, item_block] at most)."""
     ranks = np.empty(len(targets), dtype=np.int64)
     for start in range(0, len(targets), batch_size):
         stop = min(start + batch_size, len(targets))
-        scores = model.score(states.slice(start, stop))
-        mask = None if exclude is None else exclude[start:stop]
-        ranks[start:stop] = target_ranks(scores, targets[start:stop], mask)
+        blocks = score_blocks(model, states.slice(start, stop), item_block)
+        mask = None if exclude is None else exclusion_pairs(exclude[start:stop])
+        ranks[start:stop], _ = rank_blocks(blocks, targets[start:stop], 0, mask, item_block)
     return RankedEvents(ranks)
 
 
@@ -346,22 +470,32 @@ class PriorBuys:
 
     def mask(self, users: np.ndarray, times: np.ndarray, n_items: int) -> np.ndarray:
         """[B, n_items] bool: items the user bought strictly before the time."""
+        out = np.zeros((len(users), n_items), dtype=bool)
+        rows, items = self.pairs(users, times, n_items)
+        out[rows, items] = True
+        return out
+
+    def pairs(self, users: np.ndarray, times: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, items): for each of the B (user, time) rows, the items the user bought strictly before the
+        time (what `mask` marks, without a [B, n_items] array)."""
         users = np.asarray(users, dtype=np.int64)
         times = np.asarray(times, dtype=np.int64)
-        out = np.zeros((len(users), n_items), dtype=bool)
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         if not len(self.keys) or not len(users):
-            return out
+            return empty
         rank = np.searchsorted(self.uniq, users)
         known = (rank < len(self.uniq)) & (self.uniq[np.minimum(rank, len(self.uniq) - 1)] == users)
         base = rank * _USER_STRIDE
         lo = np.searchsorted(self.keys, base, side="left")
         hi = np.searchsorted(self.keys, base + np.clip(times - self.t0, 0, _USER_STRIDE - 1), side="left")
         counts = np.where(known, hi - lo, 0)
-        if counts.sum():
-            rows = np.repeat(np.arange(len(users)), counts)
-            starts = np.repeat(lo, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
-            out[rows, self.items[starts]] = True
-        return out
+        if not counts.sum():
+            return empty
+        rows = np.repeat(np.arange(len(users)), counts)
+        starts = np.repeat(lo, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+        items = self.items[starts]
+        ok = items < n_items
+        return rows[ok].astype(np.int64), items[ok].astype(np.int64)
 
 
 class FirstSeen:
@@ -497,19 +631,19 @@ class Evaluation(NamedTuple):
         }
 
 
-def _score_lists(model, test, index, targets, k_list, prior, n_items, batch_size):
-    """Ranks of the targets and the top-k_list lists, batch by batch, with the same exclusion mask."""
-    from drlrec.models.base import top_k
+def _score_lists(model, test, index, targets, k_list, prior, n_items, batch_size, item_block=ITEM_BLOCK):
+    """Ranks of the targets and the top-k_list lists, batch by batch (and block by block of items), with the
+    same exclusions."""
     from drlrec.rl.logged import state_batch
 
     ranks = np.empty(len(index), dtype=np.int64)
     lists = np.full((len(index), k_list), -1, dtype=np.int64)
     for start in range(0, len(index), batch_size):
         sl = index[start : start + batch_size]
-        scores = model.score(state_batch(test, sl))
-        mask = None if prior is None else prior.mask(test.user_id[sl], test.timestamp[sl], n_items)
-        ranks[start : start + len(sl)] = target_ranks(scores, targets[start : start + len(sl)], mask)
-        items, _ = top_k(scores, k_list, mask)
+        blocks = score_blocks(model, state_batch(test, sl), item_block)
+        mask = None if prior is None else prior.pairs(test.user_id[sl], test.timestamp[sl], n_items)
+        ranks[start : start + len(sl)], items = rank_blocks(blocks, targets[start : start + len(sl)], k_list, mask,
+                                                            item_block)
         lists[start : start + len(sl), : items.shape[1]] = items
     return ranks, lists
 
@@ -548,7 +682,8 @@ def evaluate_model(
     next_lists = np.zeros((0, cfg.list_k), dtype=np.int64)
     next_users = np.zeros(0, dtype=np.int64)
     for ts in sets:
-        ranks, lists = _score_lists(model, test, ts.index, ts.targets, cfg.list_k, prior, n_items, cfg.batch_size)
+        ranks, lists = _score_lists(model, test, ts.index, ts.targets, cfg.list_k, prior, n_items, cfg.batch_size,
+                                    cfg.item_block)
         users = np.asarray(test.user_id[ts.index], dtype=np.int64)
         types = target_types(test, ts.index, first_seen)
         names, values = per_event_values(ranks, ks)
@@ -572,7 +707,7 @@ def evaluate_model(
     bounds = np.searchsorted(pairs[:, 0], buyers[has_buy], side="left"), np.searchsorted(pairs[:, 0], buyers[has_buy], side="right")
     relevant = [pairs[a:b, 1] for a, b in zip(*bounds, strict=True)]
     _, user_lists = _score_lists(model, test, first, test.action_item[first].astype(np.int64), max(ks), prior,
-                                 n_items, cfg.batch_size)
+                                 n_items, cfg.batch_size, cfg.item_block)
     names, values = set_metrics(user_lists, relevant, ks)
     groups["per_user_purchase"] = dict(zip(names, bootstrap_means(values, cfg.bootstrap, cfg.ci, seed), strict=True))
     counts["users_with_test_purchases"] = len(relevant)

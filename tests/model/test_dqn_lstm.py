@@ -244,3 +244,29 @@ def test_save_load_gives_identical_scores(tmp_path: Path) -> None:
     model.save(tmp_path / "m.pt")
     again = DQNLSTM.load(tmp_path / "m.pt")
     np.testing.assert_array_equal(model.score(states), again.score(states))
+
+
+@pytest.mark.parametrize("head", ["q", "ce"])
+@pytest.mark.parametrize("variant", [{"repeat_mode": "additive"}, {"repeat_mode": "mixture"},
+                                     {"repeat_mode": "additive", "head": "dueling"}])
+def test_item_blocks_equal_the_whole_catalogue_scores(head: str, variant: dict) -> None:
+    """score_blocks(states).block(lo, hi) is score(states)[:, lo:hi] (the mixture's softmax normaliser taken over
+    the whole catalogue), and ranking block by block gives the whole-catalogue ranks and lists."""
+    from drlrec.evaluate import rank_blocks
+    from drlrec.models.base import FullScores
+
+    torch.manual_seed(1)
+    model = DQNLSTM(301, 20, dataclasses.replace(SMALL, **variant), score_with=head)
+    with torch.no_grad():  # non-zero repeat terms, so the state's items score apart from the rest
+        for weights in (model.network.repeat_q, model.network.repeat_ce):
+            weights.add_(torch.rand_like(weights))
+    states = random_states(16, 301, 20)
+    whole = model.score(states)
+    blocks = model.score_blocks(states, block=37)
+    for lo, hi in [(0, 37), (37, 120), (290, 301)]:
+        np.testing.assert_allclose(blocks.block(lo, hi).numpy(), whole[:, lo:hi], rtol=1e-5, atol=1e-5)
+    targets = np.r_[states.item_seq[:8, -1], np.arange(2, 10)]  # in-state targets and others
+    ranks, lists = rank_blocks(blocks, targets, 10, None, 37)
+    whole_ranks, whole_lists = rank_blocks(FullScores(whole), targets, 10, None, 0)
+    np.testing.assert_array_equal(ranks, whole_ranks)
+    np.testing.assert_array_equal(lists, whole_lists)

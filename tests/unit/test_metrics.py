@@ -64,3 +64,47 @@ def test_k_larger_than_the_catalogue() -> None:
     assert m["hr_at_50"] == 1.0 and m["ndcg_at_50"] == pytest.approx(0.5)
     items, _ = top_k(scores, 50)
     assert items.tolist() == [[4, 3, 2]]
+
+
+@pytest.mark.parametrize("item_block", [0, 1, 5, 16, 64])
+@pytest.mark.parametrize("first_scores", ["exact", "none", "rounding", "wrong"])
+def test_block_ranking_equals_whole_catalogue_ranking(item_block: int, first_scores: str) -> None:
+    """Ranks and top-k lists from blocks of items equal those from the whole score matrix: ties (integer
+    scores), NaN, excluded items, unknown and out-of-range targets, k beyond a block; whether the scorer
+    gives the targets' scores up front exactly, not at all, up to rounding, or wrongly (past the margin)."""
+    from drlrec.evaluate import exclusion_pairs, rank_blocks
+    from drlrec.models.base import FullScores
+
+    class Perturbed(FullScores):
+        def target_scores(self, items):
+            exact = super().target_scores(items)
+            if first_scores == "none":
+                return None
+            shift = {"exact": 0.0, "rounding": 1e-6, "wrong": 0.5}[first_scores]
+            return exact + shift * np.where(np.arange(len(items)) % 2, 1, -1)
+
+    rng = np.random.default_rng(item_block)
+    scores = rng.integers(0, 4, (40, 61)).astype(np.float32)
+    scores[3, 10] = np.nan
+    targets = rng.integers(0, 61, 40)
+    targets[:3] = [1, 0, 70]  # unknown, padding, outside the catalogue
+    exclude = rng.random((40, 61)) < 0.1
+    ranks, lists = rank_blocks(Perturbed(scores), targets, 12, exclusion_pairs(exclude), item_block)
+    np.testing.assert_array_equal(ranks, target_ranks(scores, targets, exclude))
+    np.testing.assert_array_equal(lists, top_k(scores, 12, exclude)[0])
+    assert (ranks[:3] == UNRANKABLE).all() and (ranks[3:] < UNRANKABLE).any()
+
+
+def test_popularity_ranks_block_by_block() -> None:
+    from drlrec.evaluate import rank_events
+    from drlrec.models.base import StateBatch
+    from drlrec.models.popularity import Popularity
+
+    rng = np.random.default_rng(3)
+    model = Popularity(50).fit(rng.integers(2, 50, 400))
+    states = StateBatch(np.zeros((9, 3), np.int64), np.zeros((9, 3), np.int64), np.zeros((9, 3), np.int64),
+                        np.zeros((9, 3, 20), np.float32), np.zeros((9, 10), np.float32))
+    targets = rng.integers(0, 50, 9)
+    whole = rank_events(model, states, targets, batch_size=4, item_block=0).ranks
+    np.testing.assert_array_equal(rank_events(model, states, targets, batch_size=4, item_block=6).ranks, whole)
+    np.testing.assert_array_equal(whole, target_ranks(model.score(states), targets))

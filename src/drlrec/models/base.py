@@ -85,6 +85,46 @@ class Scorer(ABC):
         """Top-k items per state: (items [B, k] int64, scores [B, k] float32), best first."""
         return top_k(self.score(states), k, exclude)
 
+    def score_blocks(self, states: StateBatch) -> ScoreBlocks:
+        """The same scores, handed out one block of items at a time (`ScoreBlocks.block(lo, hi)`), so
+        full-ranking evaluation over a large catalogue holds [B, block] at once, not [B, n_items]. This
+        default scores the whole catalogue once; models with an item table override it."""
+        return FullScores(self.score(states))
+
+
+class ScoreBlocks:
+    """Scores of B states over items [lo, hi), for any range: `block(lo, hi) -> [B, hi - lo]` float32
+    (torch), equal to `score(states)[:, lo:hi]`. `fresh`: each block is a new tensor the caller may write into."""
+
+    n_items: int
+    fresh: bool = True
+
+    def block(self, lo: int, hi: int):
+        raise NotImplementedError
+
+    def target_scores(self, items: np.ndarray) -> np.ndarray | None:
+        """[B] the score of items[b] for state b, computed directly (it may differ from the block's value by
+        float rounding); None: not available, so ranking reads the targets' scores in a first pass."""
+        return None
+
+
+class FullScores(ScoreBlocks):
+    """Blocks sliced from one computed [B, n_items] score matrix (views of it: not fresh)."""
+
+    fresh = False
+
+    def __init__(self, scores) -> None:
+        import torch
+
+        self.scores = torch.as_tensor(scores, dtype=torch.float32)  # [B, n_items]
+        self.n_items = int(self.scores.shape[1])
+
+    def block(self, lo: int, hi: int):
+        return self.scores[:, lo:hi]
+
+    def target_scores(self, items: np.ndarray) -> np.ndarray:
+        return self.scores.numpy()[np.arange(len(items)), items]
+
 
 class Recommender(Scorer):
     """A Scorer that can also fit itself: fit / score / recommend, the interface of drlrec.model_factory."""
@@ -121,6 +161,17 @@ def top_k(
     k = int(min(k, max(n_items - FIRST_REAL_ITEM, 0)))
     if k <= 0 or batch == 0:
         return np.zeros((batch, max(k, 0)), dtype=np.int64), np.zeros((batch, max(k, 0)), dtype=np.float32)
+    items_np, top_scores = exact_top_k(t, k)
+    valid = np.isfinite(top_scores)
+    return np.where(valid, items_np, -1).astype(np.int64), np.where(valid, top_scores, -np.inf).astype(np.float32)
+
+
+def exact_top_k(t, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k columns of a masked [B, n] float32 tensor (1 <= k <= n): (columns [B, k] int64, scores [B, k]),
+    by score descending, then column ascending: a tie at the k-th score keeps the lowest columns. Non-finite
+    scores are left in place (top_k turns them into -1)."""
+    import torch
+
     values, items = t.topk(k, dim=1)  # [B, k]
     kth = values[:, -1:]  # [B, 1]
     # topk may cut inside a run of scores equal to the k-th: keep the lowest indices of that run
@@ -136,10 +187,7 @@ def top_k(
         keep = rank < need[eq_row]
         chosen[eq_row[keep], eq_col[keep]] = True
         items[tied_rows] = chosen.nonzero()[:, 1].view(len(tied_rows), k)
-    items_np = items.numpy()
+    items_np = items.numpy().astype(np.int64)
     top_scores = t.gather(1, items).numpy()
     order = np.lexsort((items_np, -top_scores), axis=1)  # score desc, then index asc
-    items_np = np.take_along_axis(items_np, order, axis=1)
-    top_scores = np.take_along_axis(top_scores, order, axis=1)
-    valid = np.isfinite(top_scores)
-    return np.where(valid, items_np, -1).astype(np.int64), np.where(valid, top_scores, -np.inf).astype(np.float32)
+    return np.take_along_axis(items_np, order, axis=1), np.take_along_axis(top_scores, order, axis=1)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drlrec.config import ModelConfig
-from drlrec.models.base import FIRST_REAL_ITEM, Scorer, StateBatch
+from drlrec.models.base import FIRST_REAL_ITEM, ScoreBlocks, Scorer, StateBatch
 
 N_BEHAVIORS = 4
 N_STEP_FEATURES = 20
@@ -240,13 +240,7 @@ class QNetwork(nn.Module):
         state's items among `items` the result is a normalised distribution over them, so cross-entropy on
         it is the mixture's negative log-likelihood; a state with no known item is pure explore."""
         seq = enc.history.item_seq  # [B, L]
-        valid = seq >= FIRST_REAL_ITEM  # [B, L] padding and unknown slots never repeat
-        slot_items = self.item_vectors(seq.reshape(-1)).view(*seq.shape, -1)  # [B, L, d]
-        affinity = (slot_items * self.repeat_projection(enc.phi)[:, None, :]).sum(-1)  # [B, L]
-        slot_logits = (affinity + self._repeat_weights(enc, self.repeat_ce)).float().masked_fill(~valid, float("-inf"))
-        has_repeat = valid.any(dim=1)  # [B]
-        slot_prob = torch.softmax(slot_logits.masked_fill(~has_repeat[:, None], 0.0), dim=1)  # [B, L]
-        slot_prob = torch.where(valid, slot_prob, torch.zeros_like(slot_prob))
+        slot_prob, log_repeat, log_explore = self._repeat_slots(enc)
         if items is None:
             column = seq
         else:
@@ -254,12 +248,92 @@ class QNetwork(nn.Module):
             slot_prob = torch.where(items[column] == seq, slot_prob, torch.zeros_like(slot_prob))
         repeat_prob = torch.zeros(explore_logits.shape, device=seq.device, dtype=slot_prob.dtype)
         repeat_prob = repeat_prob.scatter_add(1, column, slot_prob)  # [B, C] P(i | repeat)
-        gate = self.repeat_gate(enc.phi).float()  # [B, 1]
-        log_repeat = torch.where(has_repeat[:, None], F.logsigmoid(gate), torch.full_like(gate, float("-inf")))
-        log_explore = torch.where(has_repeat[:, None], F.logsigmoid(-gate), torch.zeros_like(gate))
         explore = log_explore + torch.log_softmax(explore_logits.float(), dim=1)  # [B, C]
         in_state = repeat_prob > 0
         repeat = torch.where(in_state, log_repeat + torch.log(torch.where(in_state, repeat_prob, torch.ones_like(repeat_prob))), torch.full_like(explore, float("-inf")))
+        return torch.logaddexp(explore, repeat)
+
+    def _repeat_slots(self, enc: Encoding) -> tuple[Tensor, Tensor, Tensor]:
+        """The mixture's repeat side: P(slot | repeat) [B, L] (0 at padding and unknown slots), log P(repeat)
+        and log P(explore) [B, 1] (a state with no known item is pure explore)."""
+        seq = enc.history.item_seq  # [B, L]
+        valid = seq >= FIRST_REAL_ITEM  # [B, L] padding and unknown slots never repeat
+        slot_items = self.item_vectors(seq.reshape(-1)).view(*seq.shape, -1)  # [B, L, d]
+        affinity = (slot_items * self.repeat_projection(enc.phi)[:, None, :]).sum(-1)  # [B, L]
+        slot_logits = (affinity + self._repeat_weights(enc, self.repeat_ce)).float().masked_fill(~valid, float("-inf"))
+        has_repeat = valid.any(dim=1)  # [B]
+        slot_prob = torch.softmax(slot_logits.masked_fill(~has_repeat[:, None], 0.0), dim=1)  # [B, L]
+        slot_prob = torch.where(valid, slot_prob, torch.zeros_like(slot_prob))
+        gate = self.repeat_gate(enc.phi).float()  # [B, 1]
+        log_repeat = torch.where(has_repeat[:, None], F.logsigmoid(gate), torch.full_like(gate, float("-inf")))
+        log_explore = torch.where(has_repeat[:, None], F.logsigmoid(-gate), torch.zeros_like(gate))
+        return slot_prob, log_repeat, log_explore
+
+    # ------------------------------------------------------------------------------------------ item blocks
+
+    def explore_logsumexp(self, enc: Encoding, block: int) -> Tensor:
+        """log sum_i exp(explore logit_i) over the whole catalogue, `block` items at a time: [B] (the
+        mixture's softmax normaliser, without a [B, n_items] matrix)."""
+        query = self.ce_projection(enc.phi)  # [B, d]
+        table = self.item_vectors()
+        total = torch.full((len(query),), float("-inf"), device=query.device)
+        for lo in range(0, self.n_items, block):
+            hi = min(lo + block, self.n_items)
+            logits = torch.addmm(self.ce_bias[lo:hi], query, table[lo:hi].T).float()  # [B, C]
+            total = torch.logaddexp(total, torch.logsumexp(logits, dim=1))
+        return total
+
+    def score_block(self, enc: Encoding, head: str, lo: int, hi: int, explore_lse: Tensor | None = None) -> Tensor:
+        """Columns [lo, hi) of q_values (head "q") or ce_logits (head "ce"), computed from those items alone:
+        [B, hi - lo]. The mixture needs `explore_lse` ([B], from explore_logsumexp)."""
+        table = self.item_vectors()[lo:hi]  # [C, d], a view of the cached table
+        seq = enc.history.item_seq  # [B, L]
+        inside = (seq >= lo) & (seq < hi)  # [B, L] slots whose item is a column of this block
+        column = (seq - lo).clamp(0, hi - lo - 1)  # [B, L]
+
+        def scatter(scores: Tensor, slot_values: Tensor) -> Tensor:
+            return scores.scatter_add_(1, column, torch.where(inside, slot_values, torch.zeros_like(slot_values)))
+
+        if head == "q":
+            advantage = torch.addmm(self.q_bias[lo:hi], enc.phi, table.T)  # [B, C]
+            if self.repeat_q is not None:
+                advantage = scatter(advantage, self._repeat_weights(enc, self.repeat_q))
+            if self.value is None:
+                return advantage
+            return self.value(enc.phi) + advantage - self._mean_advantage(enc)[:, None]
+        logits = torch.addmm(self.ce_bias[lo:hi], self.ce_projection(enc.phi), table.T)  # [B, C]
+        if not self.mixture:
+            return logits if self.repeat_ce is None else scatter(logits, self._repeat_weights(enc, self.repeat_ce))
+        if explore_lse is None:
+            raise ValueError("the mixture's block scores need explore_lse (explore_logsumexp)")
+        slot_prob, log_repeat, log_explore = self._repeat_slots(enc)
+        scores = logits.float().add_(log_explore - explore_lse[:, None])  # [B, C] log P(explore) p(i | explore)
+        # only the state's own items (at most L a row) have a repeat term: mix those cells alone
+        rows, slots = torch.nonzero(inside & (slot_prob > 0), as_tuple=True)
+        if len(rows):
+            cells = rows * scores.shape[1] + column[rows, slots]  # flat index of each (row, item) cell
+            cells, first = torch.unique(cells, return_inverse=True)
+            repeat_prob = torch.zeros(len(cells), dtype=slot_prob.dtype, device=cells.device).scatter_add_(0, first, slot_prob[rows, slots])
+            cell_rows = cells // scores.shape[1]
+            flat = scores.view(-1)
+            flat[cells] = torch.logaddexp(flat[cells], log_repeat[cell_rows, 0] + torch.log(repeat_prob))
+        return scores
+
+    def score_pairs(self, enc: Encoding, head: str, items: Tensor, explore_lse: Tensor | None = None) -> Tensor:
+        """score_block's value of one item per state (items [B] -> [B]), computed from that item alone: equal
+        to the block's up to float rounding."""
+        if head == "q":
+            return self.q_of_actions(enc, items)
+        logits = (self.ce_projection(enc.phi) * self.item_vectors(items)).sum(-1) + self.ce_bias[items]  # [B]
+        if not self.mixture:
+            return logits + self._repeat(enc, self.repeat_ce, items, per_row=True)
+        if explore_lse is None:
+            raise ValueError("the mixture's scores need explore_lse (explore_logsumexp)")
+        slot_prob, log_repeat, log_explore = self._repeat_slots(enc)
+        explore = log_explore[:, 0] + logits.float() - explore_lse  # [B]
+        repeat_prob = (slot_prob * (enc.history.item_seq == items[:, None])).sum(dim=1)  # [B] P(item | repeat)
+        repeat = torch.where(repeat_prob > 0, log_repeat[:, 0] + torch.log(repeat_prob.clamp_min(1e-30)),
+                             torch.full_like(explore, float("-inf")))
         return torch.logaddexp(explore, repeat)
 
     def q_values_of(self, enc: Encoding, items: Tensor, detach_items: bool = False) -> Tensor:
@@ -345,6 +419,12 @@ class DQNLSTM(Scorer):
             out[start : start + len(scores)] = scores.float().cpu().numpy()
         return out
 
+    @torch.no_grad()
+    def score_blocks(self, states: StateBatch, block: int = 1 << 18) -> ScoreBlocks:
+        """Item blocks of `score` from the item table, never [B, n_items] (the state is encoded once)."""
+        self.network.eval()
+        return _NetworkBlocks(self.network, self.network.encode(TensorStates(states, self.device)), self.score_with, block)
+
     # ------------------------------------------------------------------------------------------ persistence
 
     def save(self, path: str | Path) -> None:
@@ -383,6 +463,24 @@ class DQNLSTM(Scorer):
         if self.score_with != self.served_head and self.served_head in self.head_states:
             return self.head_states[self.served_head]
         return self.network.state_dict()
+
+
+class _NetworkBlocks(ScoreBlocks):
+    """DQNLSTM.score_blocks: one encoded batch, scored block by block (the mixture's normaliser first)."""
+
+    def __init__(self, network: QNetwork, enc: Encoding, head: str, block: int) -> None:
+        self.network, self.enc, self.head = network, enc, head
+        self.n_items = network.n_items
+        self.lse = network.explore_logsumexp(enc, block) if head == "ce" and network.mixture else None
+
+    @torch.no_grad()
+    def block(self, lo: int, hi: int) -> Tensor:
+        return self.network.score_block(self.enc, self.head, lo, hi, self.lse).float().cpu()
+
+    @torch.no_grad()
+    def target_scores(self, items: np.ndarray) -> np.ndarray:
+        return self.network.score_pairs(self.enc, self.head, torch.as_tensor(items, device=self.enc.phi.device),
+                                        self.lse).float().cpu().numpy()
 
 
 def pack_states(states: StateBatch) -> np.ndarray:

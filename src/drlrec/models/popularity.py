@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from drlrec.config import BaselinesConfig
-from drlrec.models.base import Recommender, StateBatch, TrainingData
+from drlrec.models.base import Recommender, ScoreBlocks, StateBatch, TrainingData
 
 SECONDS_PER_DAY = 86400
 
@@ -30,6 +30,9 @@ class Popularity(Recommender):
 
     def score(self, states: StateBatch) -> np.ndarray:
         return np.repeat(self.counts[None, :], states.batch_size, axis=0)  # [B, n_items], writable
+
+    def score_blocks(self, states: StateBatch) -> ScoreBlocks:
+        return _CountBlocks(self.counts, states.batch_size)
 
     def save(self, path: str | Path) -> None:
         """Write the counts into the folder `path` (meta.json + arrays.npz)."""
@@ -95,3 +98,16 @@ class RecentPopularity(Popularity):
         model = cls(int(meta["n_items"]), cfg=baselines_from_dict(meta.get("config")))
         model.counts = load_arrays(path)["counts"].astype(np.float32)
         return model
+
+
+class _CountBlocks(ScoreBlocks):
+    """The same count row for every state, one block of items at a time."""
+
+    def __init__(self, counts: np.ndarray, batch: int) -> None:
+        self.counts, self.batch, self.n_items = counts, batch, len(counts)
+
+    def target_scores(self, items: np.ndarray) -> np.ndarray:
+        return self.counts[items].astype(np.float32)
+
+    def block(self, lo: int, hi: int) -> np.ndarray:
+        return np.repeat(self.counts[None, lo:hi], self.batch, axis=0).astype(np.float32)  # [B, hi - lo]
