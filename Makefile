@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run data repro test lint bench clean help system-tools serve bench-serve drift-demo
+.PHONY: setup run data repro test lint bench clean help system-tools serve bench-serve drift-demo full-scale
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ bench: setup  ## benchmarks that print figures (not timed tests)
 
 serve: setup  ## run the recommendation API with a local redis-server (needs a registered @champion)
 	$(BIN)/drlrec serve --with-redis
+
+full-scale: setup  ## the whole pipeline on a generated ~100M-row log (987,994 users), per-stage time and peak RSS
+	$(BIN)/python bench/full_scale.py $(ARGS)
 
 bench-serve: setup  ## serving benchmark: real server + wrk, cached and uncached (100k-item model)
 	$(BIN)/python bench/serve/bench_serve.py
