@@ -147,8 +147,14 @@ def rank_blocks(
             top_items, top_scores = np.take_along_axis(items, order, axis=1), np.take_along_axis(scores, order, axis=1)
         if not single:
             continue
-        if len(bounds) == 1:  # the target's score is already known: the margin is exactly zero
-            upper = lower = target_score[:, None]
+        if len(bounds) == 1:  # the target's score is known already: count above it and the ties below it
+            threshold = target_score[:, None]
+            above += np.count_nonzero(s > threshold, axis=1)
+            tied = np.flatnonzero((np.count_nonzero(s == threshold, axis=1) > 1) & np.isfinite(target_score))
+            if len(tied):  # rare for learned scores: another item has exactly the target's score
+                column = np.arange(lo, hi)[None, :]
+                above[tied] += np.count_nonzero((s[tied] == threshold[tied]) & (column < target[tied, None]), axis=1)
+            continue
         over = np.count_nonzero(s > upper, axis=1)
         above += over
         rows = np.flatnonzero(np.count_nonzero(s >= lower, axis=1) > over)  # rows with items inside the margin
@@ -165,7 +171,8 @@ def rank_blocks(
         exact = target_score[rows]
         counted = (scores > exact) | ((scores == exact) & (items < target[rows]))  # the target itself: neither
         above += np.bincount(rows[counted], minlength=batch)
-        again = np.flatnonzero(rankable & ((target_score > upper[:, 0]) | (target_score < lower[:, 0])))
+        outside = (target_score > upper[:, 0]) | (target_score < lower[:, 0])
+        again = np.flatnonzero(rankable & outside) if len(bounds) > 1 else np.zeros(0, np.int64)  # one block: exact
     else:
         again = np.flatnonzero(rankable)
     if len(again):  # count these rows again against their exact scores (no target_scores, or past the margin)
