@@ -92,15 +92,16 @@ class Scorer(ABC):
         return FullScores(self.score(states))
 
 
-class ScoreBlocks:
+class ScoreBlocks(ABC):
     """Scores of B states over items [lo, hi), for any range: `block(lo, hi) -> [B, hi - lo]` float32
     (torch), equal to `score(states)[:, lo:hi]`. `fresh`: each block is a new tensor the caller may write into."""
 
     n_items: int
     fresh: bool = True
 
+    @abstractmethod
     def block(self, lo: int, hi: int):
-        raise NotImplementedError
+        """Scores of items [lo, hi) for every state: [B, hi - lo]."""
 
     def target_scores(self, items: np.ndarray) -> np.ndarray | None:
         """[B] the score of items[b] for state b, computed directly (it may differ from the block's value by
