@@ -140,6 +140,10 @@ class QNetwork(nn.Module):
         reaches the item table through these vectors (the TD loss may be kept off the shared item vectors)."""
         if items is None and not torch.is_grad_enabled():
             return self._cached_item_vectors()
+        if items is None and self.item_embedding.sparse:
+            # row-wise item optimizers (train.item_optimizer) take sparse gradients: look every row up
+            # rather than reading .weight, whose gradient would be dense
+            items = torch.arange(self.n_items, device=self.item_embedding.weight.device)
         if self.output_embedding is not None:
             vectors = self.output_embedding.weight if items is None else self.output_embedding(items)
         else:

@@ -24,6 +24,7 @@ from drlrec.distributed import DDPContext
 from drlrec.evaluate import validation_evaluator
 from drlrec.models.base import FIRST_REAL_ITEM, UNKNOWN_ITEM, StateBatch, TrainingData
 from drlrec.models.dqn_lstm import DQNLSTM, QNetwork, TensorStates
+from drlrec.rl.optim import Optimizers, clip_grad_norm, each_optimizer, make_optimizer
 from drlrec.rl.replay import PrioritizedSampler, TransitionBatch, UniformSampler, linear_schedule
 from drlrec.rl.target import polyak_update
 
@@ -147,7 +148,7 @@ def cold_rate(cfg: TrainConfig, valid) -> float:
 def dqn_update(
     online: QNetwork,
     target: QNetwork,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Optimizers,
     batch: TransitionBatch,
     cfg: TrainConfig,
     device: torch.device,
@@ -186,13 +187,15 @@ def dqn_update(
     optimizer.zero_grad(set_to_none=True)
     if use_amp:
         scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(online.parameters(), cfg.max_grad_norm)
-        scaler.step(optimizer)
+        for part in each_optimizer(optimizer):
+            scaler.unscale_(part)
+        clip_grad_norm(online.parameters(), cfg.max_grad_norm)
+        for part in each_optimizer(optimizer):
+            scaler.step(part)
         scaler.update()
     else:
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(online.parameters(), cfg.max_grad_norm)
+        clip_grad_norm(online.parameters(), cfg.max_grad_norm)
         optimizer.step()
 
     return UpdateResult(
@@ -273,14 +276,14 @@ def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 def _learner(model: DQNLSTM, cfg: TrainConfig, seed: int, capacity: int):
     """What both training modes start from: threads and seeds set, the online network and its target
-    copy, Adam, the AMP grad scaler (CUDA only), and a prioritized or uniform sampler over `capacity`
-    slots."""
+    copy, Adam (with `train.item_optimizer`'s row-wise updates of the item table: drlrec.rl.optim), the AMP
+    grad scaler (CUDA only), and a prioritized or uniform sampler over `capacity` slots."""
     torch.set_num_threads(cfg.threads)
     _seed_everything(seed)
     online = model.network
     target = copy.deepcopy(online)
     target.eval()
-    optimizer = torch.optim.Adam(online.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(online, cfg.item_optimizer, cfg.lr, cfg.weight_decay, cfg.item_lr)
     scaler = torch.amp.GradScaler("cuda") if (cfg.amp and model.device.type == "cuda") else None
     sampler = (
         PrioritizedSampler(capacity, cfg.per_alpha, cfg.per_eps) if cfg.prioritized else UniformSampler(capacity)
@@ -330,6 +333,9 @@ def train_offline(
     loss_module = None
     if ddp is not None:
         from torch.nn.parallel import DistributedDataParallel
+
+        if cfg.item_optimizer != "adam":
+            raise ValueError("--distributed trains with train.item_optimizer adam only (row-wise item updates are single-process)")
 
         torch.manual_seed(seed + ddp.rank)  # own candidate samples and dropout masks per rank
         loss_module = DistributedDataParallel(
