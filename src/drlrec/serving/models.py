@@ -49,8 +49,9 @@ class RegistrySource:
 class ModelStore:
     """alias -> ServingModel, replaced atomically by `refresh`."""
 
-    def __init__(self, source: ModelSource, aliases: list[str]) -> None:
+    def __init__(self, source: ModelSource, aliases: list[str], serve: Any = None) -> None:
         self.source = source
+        self.serve = serve  # ServeConfig: its retrieval settings are applied to every model loaded
         self.aliases = list(dict.fromkeys(aliases))
         self._models: dict[str, ServingModel] = {}
         self._refresh_lock = threading.Lock()
@@ -89,7 +90,8 @@ class ModelStore:
                     if same is not None:  # another alias serves this version already: share it
                         model = same
                     else:
-                        model = ServingModel(self.source.load(alias), alias)
+                        retrieval = {} if self.serve is None else {"retrieval": self.serve.retrieval, "ann": self.serve.ann}
+                        model = ServingModel(self.source.load(alias), alias, **retrieval)
                         model.warm_up()
                 except Exception as exc:  # the registry or a bundle failed: keep serving what we have
                     self.last_error[alias] = f"{type(exc).__name__}: {exc}"

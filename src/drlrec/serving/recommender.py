@@ -74,8 +74,13 @@ def state_of_history(history: History, bundle: Any, now: int | None = None) -> S
 class ServingModel:
     """A loaded bundle ready to answer: its version, its popularity ranking and its raw-id tables."""
 
-    def __init__(self, bundle: Any, alias: str, popular_size: int = 5000) -> None:
+    def __init__(self, bundle: Any, alias: str, popular_size: int = 5000, retrieval: str = "exact",
+                 ann: Any = None) -> None:
+        from drlrec.serving.ann import make_retriever
+
         self.bundle = bundle
+        # what ranks: the model itself (exact), or a one-pass scan / faiss index over it (serve.retrieval)
+        self.retriever = make_retriever(bundle.model, retrieval, ann)
         self.alias = alias
         self.version = str(bundle.version) if bundle.version is not None else "local"
         n_items = bundle.item_vocab.size
@@ -103,7 +108,7 @@ class ServingModel:
             idx = self.bundle.item_vocab.encode(np.asarray(exclude_raw, dtype=np.int64))
             exclude.append(idx[idx >= FIRST_REAL_ITEM])
         k_max = max(k for _, k, _ in requests)
-        items, scores = self.bundle.model.recommend(batch, k_max, exclude)  # [B, k_max]
+        items, scores = self.retriever.recommend(batch, k_max, exclude)  # [B, k_max]
         out = []
         for row, (_, k, _) in enumerate(requests):
             keep = items[row, :k] >= FIRST_REAL_ITEM

@@ -40,7 +40,7 @@ class Service:
             self.control = VariantConfig(name=self.serve.alias, alias=self.serve.alias, traffic=1.0)
             self.variants = [self.control]
         self.metrics = ServiceMetrics()
-        self.store = ModelStore(source, [self.control.alias] + [v.alias for v in self.variants])
+        self.store = ModelStore(source, [self.control.alias] + [v.alias for v in self.variants], self.serve)
         self.redis: RedisBackend | None = None
         if redis_url:
             breaker = CircuitBreaker(self.serve.breaker_failures, self.serve.breaker_reset_seconds)
