@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run data repro test lint bench clean help system-tools serve bench-serve drift-demo full-scale
+.PHONY: setup run data repro test lint bench clean help system-tools serve bench-serve bench-recommend drift-demo full-scale
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ full-scale: setup  ## the whole pipeline on a generated ~100M-row log (987,994 u
 
 bench-serve: setup  ## serving benchmark: real server + wrk, cached and uncached (100k-item model)
 	$(BIN)/python bench/serve/bench_serve.py
+
+bench-recommend: setup  ## single-user latency in process: exact vs scan vs faiss ANN (100k and 4.2M items), recall@10
+	$(BIN)/python bench/bench_recommend.py $(ARGS)
 
 drift-demo: setup  ## serve, replay a shifted period, monitoring detects drift, retrain, new champion (own workspace)
 	$(BIN)/python scripts/drift_demo.py
