@@ -898,38 +898,6 @@ class AnnConfig:
     top-k, for tests), ivf_flat / ivf_sq8 (inverted lists of float32 / 8-bit codes), hnsw (graph)."""
     nlist: int = 0
     """IVF lists; 0 = 4 sqrt(items) (at most items / 39, faiss's training minimum per list)."""
-    nprobe: int = 64
-    """IVF lists visited per query: more is slower and closer to the exact top-k."""
-    hnsw_m: int = 32
-    """HNSW neighbours per node."""
-    ef_construction: int = 40
-    """HNSW beam width while building."""
-    ef_search: int = 128
-    """HNSW beam width per query."""
-    candidates: int = 100
-    """Neighbours retrieved beyond k + the request's excluded items; all are re-scored exactly by the model."""
-    lse_sample: int = 4096
-    """CE mixture head: fixed uniform sample of the catalogue whose items stand in for the ones not retrieved
-    in the softmax normaliser (explore_logsumexp)."""
-    train_size: int = 200000
-    """Items the IVF coarse quantizer is trained on (a seeded uniform sample)."""
-    seed: int = 0
-    """Seed of the training and normaliser samples."""
-    build_threads: int = 0
-    """faiss threads while building (0 = faiss's default: all cores)."""
-    search_threads: int = 1
-    """faiss threads per search (one request is small; 1 leaves the other cores to other requests)."""
-
-
-@dataclass(frozen=True)
-class AnnConfig:
-    """serve.ann: the faiss index of serve.retrieval `ann` (drlrec.serving.ann), built when a model is loaded."""
-
-    index: Literal["flat", "ivf_flat", "ivf_sq8", "hnsw"] = "ivf_flat"
-    """faiss inner-product index over the served head's [item vector, bias]: flat (exhaustive: the exact
-    top-k, for tests), ivf_flat / ivf_sq8 (inverted lists of float32 / 8-bit codes), hnsw (graph)."""
-    nlist: int = 0
-    """IVF lists; 0 = 4 sqrt(items) (at most items / 39, faiss's training minimum per list)."""
     nprobe: int = 128
     """IVF lists visited per query: more is slower and closer to the exact top-k."""
     hnsw_m: int = 32
@@ -994,12 +962,6 @@ class ServeConfig:
     (the item table is then read once for all of them); a lone request is scored at once."""
     log_exposures: bool = True
     """Append every served list to paths.exposures (needed by the A/B report and online monitoring)."""
-    retrieval: Literal["exact", "scan", "ann"] = "exact"
-    """How the model's top-k is found: exact (model.recommend, every item scored), scan (the same top-k
-    in one pass over the item table: the mixture's repeat side for the state's items only) or ann (a faiss
-    index, serve.ann, with the candidates re-scored exactly: approximate; see bench/bench_recommend.py)."""
-    ann: AnnConfig = field(default_factory=AnnConfig)
-    """The index of retrieval `ann`."""
     retrieval: Literal["exact", "scan", "ann"] = "exact"
     """How the model's top-k is found: exact (model.recommend, every item scored), scan (the same top-k
     in one pass over the item table: the mixture's repeat side for the state's items only) or ann (a faiss
