@@ -8,7 +8,7 @@ Steps, each a `drlrec <stage>` child process (the stage functions `dvc repro` ru
 that points every path into --work and fixes the budgets:
 
     synth (--scale full --order original, skipped when the file exists) -> ingest -> validate -> featurize
-    -> train (--train-steps) -> evaluate (--eval-events per target) -> register (a fresh MLflow store)
+    -> train (--train-steps, --item-optimizer) -> evaluate (--eval-events per target) -> register (a fresh MLflow store)
 
 Printed per stage: wall time, the peak RSS of that stage's own process (wait4's ru_maxrss of the child),
 rows/s where the stage reads rows, and the size of what it wrote. The table and the raw figures go to
@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="test events ranked per target (default: %(default)s)")
     parser.add_argument("--valid-events", type=int, default=1_000,
                         help="validation events behind train's head choice (default: %(default)s)")
+    parser.add_argument("--item-optimizer", choices=("adam", "sparse_adam", "row_adagrad"), default="row_adagrad",
+                        help="train.item_optimizer (default: %(default)s: one accumulator per item row; at 4,162,024 "
+                             "items bench/bench_train.py measured dense adam at 7.8 GB and ~20x slower)")
+    parser.add_argument("--item-lr", type=float, default=0.05, help="train.item_lr for row_adagrad (default: %(default)s)")
     parser.add_argument("--reuse", action="store_true", help="keep the generated file (synth is skipped if present)")
     parser.add_argument("--only", default=",".join(STAGES), help="comma-separated stages to run (default: all)")
     return parser.parse_args(argv)
@@ -80,6 +84,8 @@ def write_overlay(work: Path, args: argparse.Namespace) -> Path:
         f"  eval_every: {max(args.train_steps, 1)}",
         f"  checkpoint_every: {max(args.train_steps, 1)}",
         f"  eval_max_events: {args.valid_events}",
+        f"  item_optimizer: {args.item_optimizer}",
+        f"  item_lr: {args.item_lr if args.item_optimizer == 'row_adagrad' else 0.0}",
         "evaluate:",
         f"  max_events: {args.eval_events}",
         "register:",
