@@ -49,7 +49,7 @@ system-tools:  ## apt-get install redis-server, wrk and chromium when missing (n
 	else echo "note: missing$$missing (not root or no apt-get): the tests that need them will skip"; fi
 
 test: setup system-tools  ## run the test suite
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 lint: setup  ## ruff
 	$(BIN)/ruff check .
