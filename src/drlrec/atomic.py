@@ -43,3 +43,14 @@ def write_text(target: str | Path, text: str) -> None:
     """Write text atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def save_torch(target: str | Path, payload: Any) -> None:
+    """torch.save `payload` atomically. Saved through a file object, so the archive's record prefix is
+    torch's fixed "archive" and not the temporary file's random name: the same payload gives the same
+    bytes (DVC outputs are byte-identical run to run)."""
+    import torch
+
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
+

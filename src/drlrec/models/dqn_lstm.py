@@ -433,7 +433,7 @@ class DQNLSTM(Scorer):
 
     def save(self, path: str | Path) -> None:
         """Save weights + everything needed to rebuild the network (atomic)."""
-        from drlrec.atomic import atomic_path
+        from drlrec.atomic import save_torch
 
         payload = {
             "n_items": self.n_items,
@@ -448,8 +448,7 @@ class DQNLSTM(Scorer):
                 if head != self.served_head
             },
         }
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+        save_torch(path, payload)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> DQNLSTM:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from drlrec.atomic import atomic_path, write_json
+from drlrec.atomic import atomic_path, save_torch, write_json
 from drlrec.config import BaselinesConfig
 
 META_FILE = "meta.json"
@@ -60,11 +60,9 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
 
 def save_weights(path: str | Path, **modules: Any) -> None:
     """Write the state_dicts of torch modules (by name) into `path`/weights.pt, moved to CPU."""
-    import torch
 
     payload = {name: {k: v.detach().cpu() for k, v in module.state_dict().items()} for name, module in modules.items()}
-    with atomic_path(Path(path) / WEIGHTS_FILE) as tmp:
-        torch.save(payload, tmp)
+    save_torch(Path(path) / WEIGHTS_FILE, payload)
 
 
 def load_weights(path: str | Path) -> dict[str, dict[str, Any]]:

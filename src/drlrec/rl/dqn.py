@@ -268,10 +268,9 @@ def _seed_everything(seed: int) -> None:
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    from drlrec.atomic import atomic_path
+    from drlrec.atomic import save_torch
 
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def _learner(model: DQNLSTM, cfg: TrainConfig, seed: int, capacity: int):
