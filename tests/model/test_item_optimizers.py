@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_dqn_lstm import FAST, SMALL, chain_task  # tests/model is on sys.path (pytest prepend import mode)
 
 from drlrec.models.dqn_lstm import DQNLSTM
 from drlrec.rl.dqn import dqn_update, train_offline
 from drlrec.rl.optim import Optimizers, RowWiseAdagrad, clip_grad_norm, make_optimizer
-from tests.model.test_dqn_lstm import FAST, SMALL, chain_task
 
 
 def test_row_wise_adagrad_matches_the_formula_and_touches_only_the_gradient_rows() -> None:
