@@ -109,3 +109,10 @@ def test_killed_run_resumes_to_the_same_weights_with_row_adagrad(tmp_path: Path)
 def test_unknown_item_optimizer_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="item_optimizer must be one of"):
         make_optimizer(DQNLSTM(20, 5, SMALL).network, "adagrad", 1e-3)
+
+
+def test_row_wise_adagrad_refuses_a_dense_gradient() -> None:
+    table = torch.nn.Embedding(4, 2)  # dense gradient: every row read and written, the cost this optimizer avoids
+    table(torch.tensor([1])).sum().backward()
+    with pytest.raises(ValueError, match="sparse gradients"):
+        RowWiseAdagrad([table.weight], lr=0.1).step()

@@ -50,14 +50,11 @@ class RowWiseAdagrad(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                if not p.grad.is_sparse:
+                    raise ValueError("row-wise Adagrad takes sparse gradients (nn.Embedding(sparse=True))")
                 accumulator = self.state[p]["sum"]
-                grad = p.grad
-                if grad.is_sparse:
-                    grad = grad.coalesce()  # a row looked up twice holds the sum of both gradients
-                    rows, values = grad.indices()[0], grad.values()  # [k], [k, d]
-                else:  # a dense gradient: the rows that received one
-                    rows = torch.nonzero(grad.abs().sum(dim=1) > 0, as_tuple=True)[0]
-                    values = grad[rows]
+                grad = p.grad.coalesce()  # a row looked up twice holds the sum of both gradients
+                rows, values = grad.indices()[0], grad.values()  # [k], [k, d]
                 if len(rows) == 0:
                     continue
                 accumulator.index_add_(0, rows, values.float().pow(2).mean(dim=1))
@@ -70,10 +67,6 @@ class Optimizers:
 
     def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
         self.optimizers = list(optimizers)
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [group for opt in self.optimizers for group in opt.param_groups]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for opt in self.optimizers:
