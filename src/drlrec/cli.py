@@ -344,9 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
         "temporal split, train-only vocabularies, profiles, step features and transitions",
         "Split events by time (featurize.train_days / valid_days from ingest.window_start), fit item and\n"
         "category vocabularies and statistics on train only, compute the 10-d user profile and the\n"
-        "20-d step encoding of every event, and write DIR/{train,valid,test}.npz (states of the last\n"
-        "featurize.seq_len interactions as indices into a per-split event table), the vocabularies,\n"
-        "train_stats.npz and DIR/featurize_report.json.",
+        "20-d step encoding of every event, and write the folders DIR/{train,valid,test}/ (one .npy per\n"
+        "field: a per-split event table and, per transition, where its state of the last featurize.seq_len\n"
+        "interactions starts), the vocabularies, train_stats.npz and DIR/featurize_report.json.\n"
+        "Streams groups of whole users of about featurize.chunk_rows events, so memory stays flat in the\n"
+        "size of the log (the outputs do not depend on the chunk size).",
     )
     p.add_argument("--events", type=Path, default=None, help="events parquet (default: paths.events)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: paths.features)")
@@ -354,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         cmd_train,
         "train the DQN-LSTM on the featurized transitions; track the run in MLflow",
-        "Train the DQN-LSTM (params model: and train:) on DIR/train.npz with Double DQN, a target\n"
+        "Train the DQN-LSTM (params model: and train:) on DIR/train/ with Double DQN, a target\n"
         "network, prioritized replay and the optional supervised next-item head, with early stopping\n"
         "on validation NDCG@10. Writes the model folder and train_metrics.json and logs params,\n"
         "metrics, curves and the model to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).\n"

@@ -230,6 +230,9 @@ class FeaturizeConfig:
         default_factory=lambda: {"pv": 1.0, "cart": 3.0, "fav": 2.5, "buy": 10.0}
     )
     """Business-weighted reward of the logged action by its behaviour (purchase_binary is 1 for buy)."""
+    chunk_rows: int = 2_000_000
+    """Events featurized at a time: groups of whole users of about this many events bound featurize's
+    memory (about 300 B per event of the group). The outputs do not depend on it."""
 
 
 @dataclass(frozen=True)

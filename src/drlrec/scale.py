@@ -417,28 +417,21 @@ def _read_partition(events_path: str, partition: int, partitions: int):
     )
 
 
-def _id_behavior_counts(raw_ids: np.ndarray, behavior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted distinct ids [k], events per (id, behaviour code) [k, 4])."""
-    from drlrec.features.steps import behavior_counts
-
-    ids, inverse = np.unique(np.asarray(raw_ids, dtype=np.int64), return_inverse=True)
-    return ids, behavior_counts(inverse, behavior, len(ids))
-
-
 def featurize_count(plan: FeaturizePlan, partition: int) -> dict[str, Any]:
     """Cut one partition out of events.parquet and count its train-period events per (item, behaviour)
     and (category, behaviour)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from drlrec.features.featurize import id_behavior_counts
     from drlrec.features.split import TRAIN, assign_split, split_boundaries
 
     events = _read_partition(plan.events_path, partition, plan.partitions)
     pq.write_table(pa.Table.from_pandas(events, preserve_index=False), str(plan.events_file(partition)), compression="lz4")
     train = assign_split(events["timestamp"].to_numpy(), split_boundaries(plan.window_start, plan.cfg)) == TRAIN
     behavior = events["behavior"].to_numpy()[train]
-    item_ids, item_counts = _id_behavior_counts(events["item_id"].to_numpy()[train], behavior)
-    category_ids, category_counts = _id_behavior_counts(events["category_id"].to_numpy()[train], behavior)
+    item_ids, item_counts = id_behavior_counts(events["item_id"].to_numpy()[train], behavior)
+    category_ids, category_counts = id_behavior_counts(events["category_id"].to_numpy()[train], behavior)
     np.savez(
         plan.counts_file(partition),
         item_ids=item_ids, item_counts=item_counts, category_ids=category_ids, category_counts=category_counts,
@@ -448,17 +441,9 @@ def featurize_count(plan: FeaturizePlan, partition: int) -> dict[str, Any]:
 
 def _merged_vocab_counts(ids: list[np.ndarray], counts: list[np.ndarray], min_count: int):
     """Vocabulary and [V, 4] counts per vocabulary index from per-partition (ids, counts)."""
-    from drlrec.features.vocab import Vocab
+    from drlrec.features.featurize import merge_id_counts, vocab_from_counts
 
-    all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-    all_counts = np.concatenate(counts) if counts else np.zeros((0, 4), np.int64)
-    distinct, inverse = np.unique(all_ids, return_inverse=True)
-    totals = np.zeros((len(distinct), all_counts.shape[1]), dtype=np.int64)
-    np.add.at(totals, inverse, all_counts)
-    vocab = Vocab(distinct[totals.sum(axis=1) >= max(min_count, 1)])  # what fit_vocab keeps
-    per_index = np.zeros((vocab.size, totals.shape[1]), dtype=np.int64)
-    np.add.at(per_index, vocab.encode(distinct), totals)  # rare ids pool into UNKNOWN, as encode maps them
-    return vocab, per_index
+    return vocab_from_counts(*merge_id_counts(ids, counts), min_count)
 
 
 def featurize_globals(plan: FeaturizePlan, counted: list[dict[str, Any]]):

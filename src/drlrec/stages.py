@@ -156,18 +156,19 @@ def validate_stage(params: Params, events_path: str | Path | None = None, out_di
 
 
 def featurize_stage(params: Params, events_path: str | Path | None = None, out_dir: str | Path | None = None):
-    """events.parquet -> DIR/{train,valid,test}.npz + vocabularies + train statistics + featurize_report.json.
+    """events.parquet -> DIR/{train,valid,test}/ (one .npy per field) + vocabularies + train statistics +
+    featurize_report.json.
 
-    Splits are built and written one at a time, so only one split's arrays are in memory besides the
-    per-event features. Returns the report (a dict).
+    Streams: the globals are fitted from counts, then groups of whole users of about featurize.chunk_rows
+    events are featurized and appended to the split folders, so memory does not grow with the file.
+    Returns the report (a dict).
     """
-    from drlrec.features.featurize import featurize, load_events, write_featurize_outputs
+    from drlrec.features.featurize import featurize_file
     from drlrec.features.split import SPLITS
 
     events = Path(events_path or params.paths.events)
     out = Path(out_dir or params.paths.features)
-    result = featurize(load_events(events), params.featurize, params.ingest.window_start)
-    report = write_featurize_outputs(result, out)
+    report = featurize_file(events, params.featurize, params.ingest.window_start, out, progress=params.base.progress)
     counts = ", ".join(f"{name} {report['splits'][name]['transitions']:,}" for name in SPLITS)
     _say(
         f"featurize: {report['events']:,} events of {report['users']:,} users -> {counts} transitions "

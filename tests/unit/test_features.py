@@ -491,9 +491,9 @@ def test_cli_featurize_writes_every_artifact(events, tmp_path: Path, params_path
     assert report["seq_len"] == 20
     assert sum(s["transitions"] for s in report["splits"].values()) == report["events"] == len(events)
     assert {p.name for p in out.iterdir()} == {
-        "train.npz",
-        "valid.npz",
-        "test.npz",
+        "train",
+        "valid",
+        "test",
         "item_vocab.npz",
         "category_vocab.npz",
         "train_stats.npz",

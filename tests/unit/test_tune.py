@@ -1,6 +1,6 @@
 """drlrec tune: search spaces fit params, a real resumable study on tiny features, --write-params edits in place.
 
-The study tests featurize one small generated log (150 users) into a folder without test.npz, then tune
+The study tests featurize one small generated log (150 users) into a folder without the test split, then tune
 item_knn (a fit takes well under a second) with MLflow in tmp_path.
 """
 
@@ -171,7 +171,7 @@ def test_edit_params_text_adds_keys_replaces_old_notes_and_refuses_inline_sectio
 
 @pytest.fixture(scope="module")
 def features_without_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Featurize outputs of a small generated log, with test.npz removed."""
+    """Featurize outputs of a small generated log, with the test split removed."""
     from drlrec.config import TAOBAO_WINDOW_START, FeaturizeConfig, SynthConfig
     from drlrec.data.synth import generate
     from drlrec.features.featurize import featurize, write_featurize_outputs
@@ -180,7 +180,7 @@ def features_without_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("features")
     events = generate(SynthConfig(users=150, items=2000, categories=80), seed=0, progress=False).to_pandas()
     write_featurize_outputs(featurize(events, FeaturizeConfig(), TAOBAO_WINDOW_START), folder)
-    split_path(folder, "test").unlink()
+    shutil.rmtree(split_path(folder, "test"))
     return folder
 
 

@@ -8,6 +8,9 @@ per-user features of any event come from that user's earlier events, whatever sp
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,15 +23,18 @@ from drlrec.features.profile import PROFILE_FEATURES, profiles_at, running_count
 from drlrec.features.sessions import sessionize
 from drlrec.features.split import SPLITS, TRAIN, SplitBoundaries, assign_split, split_boundaries
 from drlrec.features.steps import (
+    N_BEHAVIOR_CODES,
     STEP_DIM,
     STEP_FEATURES,
     USER_CONTEXT_COLUMNS,
     TrainStats,
+    behavior_counts,
     fit_train_stats,
     step_features,
     time_gaps,
+    train_stats_from_counts,
 )
-from drlrec.features.transitions import Transitions
+from drlrec.features.transitions import SplitWriter, Transitions, split_path
 from drlrec.features.users import UserIndex, user_index
 from drlrec.features.vocab import UNKNOWN, Vocab, fit_vocab
 from drlrec.schema import BEHAVIORS, BUY, EVENT_COLUMNS, EVENT_DTYPES
@@ -164,6 +170,7 @@ def check_config(cfg: FeaturizeConfig) -> None:
         "session_gap": 0,
         "density_window": 1,
         "category_buckets": 1,
+        "chunk_rows": 1,
     }
     for name, low in minimum.items():
         if getattr(cfg, name) < low:
@@ -268,11 +275,13 @@ def _split_rows(events: EventFeatures, code: int, seq_len: int) -> _SplitRows:
     return _SplitRows(table=np.flatnonzero(included), actions=actions, action_row=action_row)
 
 
-def build_transitions(result: FeaturizeResult, split: str) -> Transitions:
-    """One split's transitions (see drlrec.features.transitions for the layout and shapes)."""
+def build_transitions(result: FeaturizeResult, split: str, selected: _SplitRows | None = None) -> Transitions:
+    """One split's transitions (see drlrec.features.transitions for the layout and shapes); `selected` is
+    `_split_rows` of the split when the caller has it already."""
     ev = result.events
     n_steps = result.seq_len
-    selected = _split_rows(ev, SPLITS.index(split), n_steps)
+    if selected is None:
+        selected = _split_rows(ev, SPLITS.index(split), n_steps)
     table, actions = selected.table, selected.actions
     n_rows = len(table) + 1  # E, with the padding row 0
 
@@ -332,53 +341,296 @@ def build_transitions(result: FeaturizeResult, split: str) -> Transitions:
 
 
 def write_featurize_outputs(result: FeaturizeResult, out_dir: str | Path) -> dict[str, Any]:
-    """Write what `drlrec featurize` outputs into `out_dir`: the train globals, {train,valid,test}.npz (one
-    split in memory at a time) and featurize_report.json; return the report."""
-    from drlrec.atomic import write_json
-    from drlrec.features.transitions import save_split, split_path
-
+    """Write what `drlrec featurize` outputs into `out_dir` from an in-memory result: the train globals, the
+    split folders {train,valid,test}/ (one split's arrays in memory at a time) and featurize_report.json;
+    return the report. `featurize_file` writes the same bytes from events.parquet in bounded memory."""
     out_dir = Path(out_dir)
     result.globals.save(out_dir)
-    for split in SPLITS:
-        save_split(split_path(out_dir, split), build_transitions(result, split))
-    report = featurize_report(result)
+    writers = _split_writers(out_dir, result.seq_len)
+    counts = ReportCounts()
+    with contextlib.ExitStack() as stack:
+        for writer in writers.values():
+            stack.enter_context(writer)
+        _write_part(result, writers, counts)
+    return _finish(out_dir, counts.report(result.globals, result.bounds, result.seq_len, result.reward_weights))
+
+
+def _split_writers(out_dir: Path, seq_len: int) -> dict[str, SplitWriter]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {split: SplitWriter(split_path(out_dir, split), seq_len) for split in SPLITS}
+
+
+def _write_part(result: FeaturizeResult, writers: dict[str, SplitWriter], counts: ReportCounts) -> None:
+    """Append the transitions of `result` (whole users, after those already written) to every split."""
+    for code, split in enumerate(SPLITS):
+        selected = _split_rows(result.events, code, result.seq_len)
+        counts.add(result, code, selected)
+        if len(selected.actions):
+            writers[split].append(build_transitions(result, split, selected))
+    counts.add_events(result.events)
+
+
+def _finish(out_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
+    from drlrec.atomic import write_json
+
     write_json(out_dir / REPORT_FILE, report)
+    for split in SPLITS:  # the single-file layout of earlier versions, which load_split no longer reads
+        split_path(out_dir, split).with_suffix(".npz").unlink(missing_ok=True)
     return report
+
+
+class ReportCounts:
+    """The featurize report's counts, added up over groups of whole users (each count is a sum over users,
+    so the report of the parts equals the report of the whole)."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.users = 0
+        self.splits = {
+            name: {"transitions": 0, "users": 0, "episodes": 0, "table": 0, "unknown_item": 0,
+                   "unknown_category": 0, "behaviors": [0] * len(BEHAVIORS)}
+            for name in SPLITS
+        }  # fmt: skip
+
+    def add_events(self, ev: EventFeatures) -> None:
+        self.events += len(ev.user_id)
+        self.users += int(ev.users.ordinal[-1]) + 1
+
+    def add(self, result: FeaturizeResult, code: int, selected: _SplitRows) -> None:
+        ev, actions = result.events, selected.actions
+        n = len(actions)
+        c = self.splits[SPLITS[code]]
+        c["transitions"] += n
+        c["table"] += len(selected.table)
+        if not n:
+            return
+        c["users"] += int(np.count_nonzero(np.diff(ev.users.ordinal[actions])) + 1)
+        c["episodes"] += int(np.count_nonzero(ev.episode_end[actions]))
+        c["unknown_item"] += int(np.count_nonzero(ev.item_idx[actions] == UNKNOWN))
+        c["unknown_category"] += int(np.count_nonzero(ev.category_idx[actions] == UNKNOWN))
+        behaviors = np.bincount(ev.behavior[actions], minlength=len(BEHAVIORS))
+        c["behaviors"] = [a + int(b) for a, b in zip(c["behaviors"], behaviors, strict=True)]
+
+    def report(self, fitted: TrainGlobals, bounds: SplitBoundaries, seq_len: int, weights: np.ndarray) -> dict[str, Any]:
+        """Counts per split, vocabulary sizes, unknown shares and the boundaries, for featurize_report.json."""
+        splits = {}
+        for name, c in self.splits.items():
+            n = c["transitions"]
+            splits[name] = {
+                "transitions": n,
+                "users": c["users"],
+                "episodes": c["episodes"],
+                "event_table_rows": c["table"] + 1,
+                "context_rows": c["table"] - n,
+                "unknown_item_share": c["unknown_item"] / n if n else 0.0,
+                "unknown_category_share": c["unknown_category"] / n if n else 0.0,
+                "behaviors": dict(zip(BEHAVIORS, c["behaviors"], strict=True)),
+            }
+        return {
+            "events": self.events,
+            "users": self.users,
+            "seq_len": seq_len,
+            "boundaries": bounds.to_dict(),
+            "splits": splits,
+            "item_vocab_size": fitted.item_vocab.size,
+            "items_in_vocab": len(fitted.item_vocab.raw_ids),
+            "category_vocab_size": fitted.category_vocab.size,
+            "categories_in_vocab": len(fitted.category_vocab.raw_ids),
+            "done": DONE_DEFINITION,
+            "profile_features": list(PROFILE_FEATURES),
+            "step_features": list(STEP_FEATURES),
+            "reward_weights": dict(zip(BEHAVIORS, map(float, weights), strict=True)),
+        }
 
 
 def featurize_report(result: FeaturizeResult) -> dict[str, Any]:
     """Counts per split, vocabulary sizes, unknown shares and the boundaries, for featurize_report.json."""
-    ev = result.events
-    item_vocab, category_vocab = result.globals.item_vocab, result.globals.category_vocab
-    splits: dict[str, Any] = {}
-    for code, name in enumerate(SPLITS):
-        selected = _split_rows(ev, code, result.seq_len)
-        actions = selected.actions
-        n = len(actions)
-        splits[name] = {
-            "transitions": n,
-            "users": int(np.count_nonzero(np.diff(ev.users.ordinal[actions])) + 1) if n else 0,
-            "episodes": int(np.count_nonzero(ev.episode_end[actions])),
-            "event_table_rows": len(selected.table) + 1,
-            "context_rows": len(selected.table) - n,
-            "unknown_item_share": float(np.mean(ev.item_idx[actions] == UNKNOWN)) if n else 0.0,
-            "unknown_category_share": float(np.mean(ev.category_idx[actions] == UNKNOWN)) if n else 0.0,
-            "behaviors": {
-                b: int(np.count_nonzero(ev.behavior[actions] == c)) for c, b in enumerate(BEHAVIORS)
-            },
-        }
-    return {
-        "events": len(ev.user_id),
-        "users": int(ev.users.ordinal[-1]) + 1,
-        "seq_len": result.seq_len,
-        "boundaries": result.bounds.to_dict(),
-        "splits": splits,
-        "item_vocab_size": item_vocab.size,
-        "items_in_vocab": len(item_vocab.raw_ids),
-        "category_vocab_size": category_vocab.size,
-        "categories_in_vocab": len(category_vocab.raw_ids),
-        "done": DONE_DEFINITION,
-        "profile_features": list(PROFILE_FEATURES),
-        "step_features": list(STEP_FEATURES),
-        "reward_weights": dict(zip(BEHAVIORS, map(float, result.reward_weights), strict=True)),
-    }
+    counts = ReportCounts()
+    for code in range(len(SPLITS)):
+        counts.add(result, code, _split_rows(result.events, code, result.seq_len))
+    counts.add_events(result.events)
+    return counts.report(result.globals, result.bounds, result.seq_len, result.reward_weights)
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+
+
+def id_behavior_counts(raw_ids: np.ndarray, behavior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct ids [k], events per (id, behaviour code) [k, 4] int64)."""
+    ids, inverse = np.unique(np.asarray(raw_ids, dtype=np.int64), return_inverse=True)
+    return ids, behavior_counts(inverse.ravel(), behavior, len(ids))
+
+
+def merge_id_counts(ids: list[np.ndarray], counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Add up (ids, [k, 4] counts) pairs of disjoint event sets: (sorted distinct ids, summed counts)."""
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros((0, N_BEHAVIOR_CODES), np.int64)
+    distinct, inverse = np.unique(np.concatenate(ids), return_inverse=True)
+    inverse = inverse.ravel()
+    stacked = np.concatenate(counts)
+    totals = np.zeros((len(distinct), stacked.shape[1]), dtype=np.int64)
+    for j in range(stacked.shape[1]):  # a bincount per column: exact (counts stay far below 2**53)
+        totals[:, j] = np.bincount(inverse, weights=stacked[:, j], minlength=len(distinct)).astype(np.int64)
+    return distinct, totals
+
+
+def vocab_from_counts(ids: np.ndarray, totals: np.ndarray, min_count: int) -> tuple[Vocab, np.ndarray]:
+    """The vocabulary `fit_vocab` fits and [V, 4] counts per vocabulary index (rare ids pool into UNKNOWN,
+    as `encode` maps them), from train events counted per raw id (`merge_id_counts`)."""
+    vocab = Vocab(ids[totals.sum(axis=1) >= max(min_count, 1)])
+    per_index = np.zeros((vocab.size, totals.shape[1]), dtype=np.int64)
+    index = vocab.encode(ids)
+    for j in range(totals.shape[1]):
+        per_index[:, j] = np.bincount(index, weights=totals[:, j], minlength=vocab.size).astype(np.int64)
+    return vocab, per_index
+
+
+def _open_events(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (run `drlrec ingest` first)")
+    try:
+        parquet = pq.ParquetFile(str(path))
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a readable events Parquet file ({str(exc).splitlines()[0]})") from exc
+    missing = [c for c in EVENT_COLUMNS if c not in parquet.schema_arrow.names]
+    if missing:
+        raise InputError(f"{path}: not an events file (missing column(s) {', '.join(missing)})")
+    return parquet
+
+
+def _batches(path: Path, columns: tuple[str, ...], batch_rows: int) -> Iterator[dict[str, np.ndarray]]:
+    """events.parquet in record batches of at most `batch_rows` rows, as numpy columns (EVENT_DTYPES)."""
+    import pyarrow as pa
+
+    parquet = _open_events(path)
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=list(columns)):
+            yield {
+                c: batch.column(c).to_numpy(zero_copy_only=False).astype(EVENT_DTYPES[c], copy=True)
+                for c in columns
+            }
+            del batch
+            pa.default_memory_pool().release_unused()
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a readable events Parquet file ({str(exc).splitlines()[0]})") from exc
+
+
+def iter_user_chunks(path: str | Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """events.parquet (sorted by user, then time) as DataFrames of whole users: batches of up to
+    `chunk_rows` rows are read until `chunk_rows` are pending, and everything before the last user's first
+    row goes out (that user may go on in the next batch). One user's events are never split, so a chunk
+    holds fewer than 2 x chunk_rows rows plus one user's. Users must ascend across chunks."""
+    path = Path(path)
+    pending: list[dict[str, np.ndarray]] = []
+    pending_rows = 0
+    last_user: int | None = None
+
+    def emit(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+        nonlocal last_user
+        user = columns["user_id"]
+        if last_user is not None and user[0] <= last_user:
+            raise InputError(
+                "events are not sorted by user then time (featurize reads what `drlrec ingest` writes)"
+            )
+        last_user = int(user[-1])
+        return pd.DataFrame(columns, copy=False)
+
+    for columns in _batches(path, EVENT_COLUMNS, min(chunk_rows, 1 << 20)):
+        if not len(columns["user_id"]):
+            continue
+        pending.append(columns)
+        pending_rows += len(columns["user_id"])
+        if pending_rows < chunk_rows:
+            continue
+        joined = {c: np.concatenate([p[c] for p in pending]) for c in EVENT_COLUMNS}
+        user = joined["user_id"]
+        changes = np.flatnonzero(user[1:] != user[:-1])
+        if len(changes):  # cut before the last user, whose events may go on in the next batch
+            cut = int(changes[-1]) + 1
+            yield emit({c: v[:cut] for c, v in joined.items()})
+            joined = {c: v[cut:].copy() for c, v in joined.items()}
+        pending, pending_rows = [joined], len(joined["user_id"])
+    if pending_rows:
+        yield emit({c: np.concatenate([p[c] for p in pending]) for c in EVENT_COLUMNS})
+    elif last_user is None:
+        raise InputError(f"{path}: no events to featurize")
+
+
+def fit_globals_file(
+    path: str | Path, cfg: FeaturizeConfig, window_start: int, batch_rows: int = 1 << 21, progress: bool = False
+) -> TrainGlobals:
+    """The vocabularies and train statistics `featurize` fits, from events.parquet in batches: train-period
+    events are counted per (raw id, behaviour) batch by batch and the counts added up, so memory grows with
+    the number of distinct items, not with the number of events."""
+    path = Path(path)
+    bounds = split_boundaries(window_start, cfg)
+    item_parts: tuple[list, list] = ([], [])
+    category_parts: tuple[list, list] = ([], [])
+
+    def fold(parts: tuple[list, list]) -> None:
+        ids, counts = merge_id_counts(*parts)
+        parts[0][:], parts[1][:] = [ids], [counts]
+
+    bar = _progress(path, "featurize: fit vocabularies", progress)
+    for columns in _batches(path, ("item_id", "category_id", "behavior", "timestamp"), batch_rows):
+        train = assign_split(columns["timestamp"], bounds) == TRAIN
+        behavior = columns["behavior"][train]
+        for parts, name in ((item_parts, "item_id"), (category_parts, "category_id")):
+            ids, counts = id_behavior_counts(columns[name][train], behavior)
+            parts[0].append(ids)
+            parts[1].append(counts)
+            if sum(map(len, parts[0])) > max(4 * len(parts[0][0]), 1 << 22):
+                fold(parts)
+        bar.update(len(columns["timestamp"]))
+    bar.close()
+    item_vocab, item_counts = vocab_from_counts(*merge_id_counts(*item_parts), cfg.min_count)
+    category_vocab, category_counts = vocab_from_counts(*merge_id_counts(*category_parts), cfg.min_count)
+    return TrainGlobals(item_vocab, category_vocab, train_stats_from_counts(item_counts, category_counts, cfg))
+
+
+def _progress(path: Path, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    total = _open_events(path).metadata.num_rows
+    return tqdm(total=total, desc=desc, unit="event", unit_scale=True, disable=not enabled, file=sys.stderr)
+
+
+def featurize_file(
+    events_path: str | Path,
+    cfg: FeaturizeConfig,
+    window_start: int,
+    out_dir: str | Path,
+    fitted: TrainGlobals | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """`drlrec featurize` in bounded memory: events.parquet -> `out_dir` (globals, split folders, report).
+
+    Two passes over the file. The first fits the train-only globals from counts (`fit_globals_file`;
+    skipped when `fitted` is given). The second featurizes groups of whole users of about
+    `cfg.chunk_rows` events (every per-event feature depends on the user's own events and the globals
+    only) and appends each group's transitions to the split folders. Memory is one group, whatever the
+    file's size, and the outputs are byte-identical to `write_featurize_outputs(featurize(all events))`."""
+    check_config(cfg)
+    events_path, out_dir = Path(events_path), Path(out_dir)
+    _open_events(events_path)
+    if fitted is None:
+        fitted = fit_globals_file(events_path, cfg, window_start, progress=progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fitted.save(out_dir)
+    writers = _split_writers(out_dir, cfg.seq_len)
+    counts = ReportCounts()
+    bar = _progress(events_path, "featurize", progress)
+    with contextlib.ExitStack() as stack:
+        for writer in writers.values():
+            stack.enter_context(writer)
+        for chunk in iter_user_chunks(events_path, cfg.chunk_rows):
+            result = featurize(chunk, cfg, window_start, fitted=fitted)
+            del chunk
+            _write_part(result, writers, counts)
+            bar.update(len(result.events.user_id))
+            del result
+    bar.close()
+    return _finish(out_dir, counts.report(fitted, split_boundaries(window_start, cfg), cfg.seq_len, reward_weight_table(cfg)))

@@ -1,6 +1,6 @@
 """Logged transitions of one split, stored compactly: an event table plus index arrays, gathered per batch.
 
-Layout of `<split>.npz` (E event-table rows, T transitions, N = seq_len, D = episodes ending in the split):
+Layout of the folder `<split>/` (one `<field>.npy` per field) (E event-table rows, T transitions, N = seq_len, D = episodes ending in the split):
 
     event table, row 0 is an all-zero padding row; then the split's events and, before each user's first
     split event, up to N of the user's earlier events (history from earlier splits, so a validation state
@@ -41,7 +41,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from drlrec.atomic import atomic_path
 from drlrec.errors import InputError
 
 #: Field order on disk and in Transitions.
@@ -200,27 +199,168 @@ def gather_batch(
     )
 
 
+#: Bytes reserved for each .npy header, so the shape can be written after the rows are appended.
+NPY_HEADER_BYTES = 128
+
+
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """A version 1.0 .npy header for a C-order array, padded with spaces to NPY_HEADER_BYTES (np.load reads
+    any header length; a fixed one lets `SplitWriter` rewrite the shape in place when it closes)."""
+    body = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)})
+    head = np.lib.format.MAGIC_PREFIX + bytes([1, 0])
+    pad = NPY_HEADER_BYTES - len(head) - 2 - len(body) - 1
+    if pad < 0:
+        raise ValueError(f"shape {shape} does not fit a {NPY_HEADER_BYTES}-byte .npy header")
+    text = (body + " " * pad + "\n").encode("latin1")
+    return head + len(text).to_bytes(2, "little") + text
+
+
+#: Fields of the event table (E rows, row 0 padding); every other field but state_len has T or D rows.
+EVENT_TABLE_FIELDS: tuple[str, ...] = ("item_idx", "category_idx", "behavior_token", "step_features")
+
+
+def empty_transitions(seq_len: int, n_step_features: int = 20, n_profile: int = 10) -> Transitions:
+    """A split without transitions: only the padding row of the event table (what a split with no events,
+    e.g. valid_days 0, is written as)."""
+    z = np.zeros
+    return Transitions(
+        item_idx=z(1, np.int32), category_idx=z(1, np.int32), behavior_token=z(1, np.int8),
+        step_features=z((1, n_step_features), np.float32), row=z(0, np.int32), state_start=z(0, np.int32),
+        state_len=np.asarray(seq_len, dtype=np.int32), profile=z((0, n_profile), np.float32),
+        reward_purchase=z(0, np.float32), reward_business=z(0, np.float32), done=z(0, bool),
+        session_end=z(0, bool), user_id=z(0, np.int64), timestamp=z(0, np.int64), session_index=z(0, np.int32),
+        session_position=z(0, np.int32), terminal_row=z(0, np.int32), terminal_profile=z((0, n_profile), np.float32),
+    )  # fmt: skip
+
+
+class SplitWriter:
+    """Write one split as a folder of .npy files (one per field), appending the transitions of consecutive
+    groups of whole users: each appended part is a split as `build_transitions` cuts it out of those users,
+    with its own padding row 0. The parts' row numbers are shifted onto the joined event table, so the
+    folder holds exactly what one `build_transitions` over all the users gives, byte for byte.
+
+    Memory is one part at a time. The folder is written under a temporary sibling and renamed on `close`
+    (a failure leaves no half-written split); use as a context manager."""
+
+    def __init__(self, path: str | Path, seq_len: int) -> None:
+        self.path = Path(path)
+        self.seq_len = int(seq_len)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
+        import shutil
+
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.files: dict[str, object] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.dtypes: dict[str, np.dtype] = {}
+        self.event_rows = 0  # E so far, the padding row included
+        self.terminals = 0  # D so far
+        self.parts = 0
+
+    def _write(self, name: str, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values)
+        if name not in self.files:
+            fh = open(self.tmp / f"{name}.npy", "wb")
+            fh.write(b"\0" * NPY_HEADER_BYTES)
+            self.files[name], self.dtypes[name] = fh, values.dtype
+            self.shapes[name] = (0, *values.shape[1:])
+        if values.dtype != self.dtypes[name] or values.shape[1:] != self.shapes[name][1:]:
+            raise ValueError(f"{name}: part of {values.dtype} {values.shape} does not extend {self.dtypes[name]} {self.shapes[name]}")
+        self.files[name].write(values.tobytes())
+        self.shapes[name] = (self.shapes[name][0] + len(values), *self.shapes[name][1:])
+
+    def append(self, part: Transitions) -> None:
+        """Add the transitions of the next users (after every user of the earlier parts)."""
+        if int(part.state_len) != self.seq_len:
+            raise ValueError(f"part has seq_len {int(part.state_len)}, the split {self.seq_len}")
+        first = self.parts == 0
+        shift = 0 if first else self.event_rows - 1  # the part's row 1 follows the last row written
+        if self.event_rows + len(part.item_idx) - (0 if first else 1) > np.iinfo(np.int32).max:
+            raise ValueError("the event table outgrows int32 row numbers")
+        for name in STORED_FIELDS:
+            if name == "state_len":
+                continue
+            values = getattr(part, name)
+            if name in EVENT_TABLE_FIELDS:
+                values = values if first else values[1:]
+            elif name in ("row", "state_start"):
+                values = values + np.int32(shift)
+            elif name == "terminal_row":
+                values = np.where(values >= 0, values + np.int32(self.terminals), values).astype(np.int32)
+            self._write(name, values)
+        self.event_rows += len(part.item_idx) - (0 if first else 1)
+        self.terminals += len(part.terminal_profile)
+        self.parts += 1
+
+    def close(self) -> Path:
+        """Finish every file's header and move the folder into place; returns its path."""
+        import shutil
+
+        if self.parts == 0:
+            self.append(empty_transitions(self.seq_len))
+        for name, fh in self.files.items():
+            fh.seek(0)
+            fh.write(_npy_header(self.dtypes[name], self.shapes[name]))
+            fh.close()
+        np.save(self.tmp / "state_len.npy", np.asarray(self.seq_len, dtype=np.int32))
+        self.files = {}
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.tmp.rename(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        import shutil
+
+        for fh in self.files.values():
+            fh.close()
+        self.files = {}
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> SplitWriter:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def split_path(features_dir: str | Path, split: str) -> Path:
-    """Where featurize writes the transitions of `split`."""
-    return Path(features_dir) / f"{split}.npz"
+    """The folder where featurize writes the transitions of `split`: one .npy file per field."""
+    return Path(features_dir) / split
 
 
 def save_split(path: str | Path, transitions: Transitions) -> None:
-    """Write one split atomically as an uncompressed .npz (np.load reads it back without unpickling)."""
-    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **transitions._asdict())
+    """Write one split's transitions as the folder `path` (atomically: a temporary folder, then a rename)."""
+    with SplitWriter(path, transitions.seq_len) as writer:
+        writer.append(transitions)
 
 
-def load_split(features_dir: str | Path, split: str) -> Transitions:
-    """Read the transitions of `split` ("train", "valid" or "test") written by `drlrec featurize`."""
+def load_split(features_dir: str | Path, split: str, mmap: bool = True) -> Transitions:
+    """Read the transitions of `split` ("train", "valid" or "test") written by `drlrec featurize`.
+
+    With `mmap` (the default) the arrays are read-only memory maps: nothing is read until a batch gathers
+    it, so a split larger than memory loads in no time and the page cache holds what training touches."""
     path = split_path(features_dir, split)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file (run `drlrec featurize` first)")
+    if not path.is_dir():
+        legacy = path.with_suffix(".npz")
+        hint = " (an older .npz layout: run `drlrec featurize` again)" if legacy.is_file() else " (run `drlrec featurize` first)"
+        raise InputError(f"{path}: no such folder{hint}")
+    missing = [name for name in STORED_FIELDS if not (path / f"{name}.npy").is_file()]
+    if missing:
+        raise InputError(f"{path}: not a drlrec transitions folder (missing {', '.join(f + '.npy' for f in missing)})")
+    arrays = {}
     try:
-        with np.load(path) as data:
-            missing = [name for name in STORED_FIELDS if name not in data.files]
-            if missing:
-                raise InputError(f"{path}: not a drlrec transitions file (missing {', '.join(missing)})")
-            return Transitions(**{name: data[name] for name in STORED_FIELDS})
+        for name in STORED_FIELDS:
+            file = path / f"{name}.npy"
+            small = file.stat().st_size <= 1 << 16  # headers, 0-d and empty arrays: read, not mapped
+            arrays[name] = np.load(file, mmap_mode=None if small or not mmap else "r", allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable transitions file ({exc.__class__.__name__})") from exc
+        raise InputError(f"{path}: unreadable transitions file {file.name} ({exc.__class__.__name__})") from exc
+    t = Transitions(**arrays)
+    if t.item_idx.ndim != 1 or len(t.category_idx) != len(t.item_idx) or len(t.step_features) != len(t.item_idx):
+        raise InputError(f"{path}: event table fields have different lengths")
+    if any(len(getattr(t, f)) != t.num_transitions for f in STORED_FIELDS if f not in EVENT_TABLE_FIELDS + ("state_len", "terminal_profile")):
+        raise InputError(f"{path}: transition fields have different lengths")
+    return t
