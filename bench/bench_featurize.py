@@ -1,4 +1,4 @@
-"""Benchmark: `drlrec featurize` (split, vocab, profiles, step features, transitions, npz writes) at 1M and 10M events.
+"""Benchmark: `drlrec featurize` (split, vocab, profiles, step features, transitions, .npy writes) at 1M and 10M events.
 
 Events come from drlrec's calibrated generator (`drlrec.data.synth.generate`) when it is importable, else from
 a simple numpy generator of sorted, typed events; the output says which. Each size is featurized in a fresh
@@ -88,7 +88,7 @@ def run(n_events: int, seq_len: int, folder: Path, seed: int) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"featurize failed at {n_events:,} events:\n{proc.stderr}")
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
-    out_mb = sum(p.stat().st_size for p in (folder / f"features-{n_events}").iterdir()) / 2**20
+    out_mb = sum(p.stat().st_size for p in (folder / f"features-{n_events}").rglob("*") if p.is_file()) / 2**20
     return {
         "events": measured["events"],
         "seq_len": seq_len,
