@@ -330,6 +330,7 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
                 **fit.valid_metrics,
                 **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()},
                 "train/seconds": fit.seconds,
+                "train/transitions_per_s": fit.train.transitions_per_s,
                 **(
                     {"ddp/world_size": ddp.world_size, "ddp/effective_batch_size": fit.train.ddp["effective_batch_size"]}
                     if ddp is not None
@@ -350,7 +351,8 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
         )
     shutil.rmtree(params.paths.checkpoints, ignore_errors=True)  # finished: nothing to resume
     _say(
-        f"train: {fit.train.steps_done} steps in {fit.seconds:.0f}s; valid NDCG@10 "
+        f"train: {fit.train.steps_done} steps in {fit.seconds:.0f}s ({fit.train.transitions_per_s:,.0f} transitions/s in "
+        f"the update loop); valid NDCG@10 "
         + ", ".join(f"{h}-head {m['valid/ndcg_at_10']:.4f}" for h, m in fit.valid_by_head.items())
         + f" (served: {fit.served_head}; popularity {fit.popularity_metrics['valid/ndcg_at_10']:.4f}); "
         f"MLflow run {run.run_id} -> {out}"

@@ -167,6 +167,10 @@ class QNetwork(nn.Module):
             object.__setattr__(self, "_item_cache", cache)  # plain attribute, not a registered buffer
         return cache[1]
 
+    def drop_item_cache(self) -> None:
+        """Free the inference table of `_cached_item_vectors` (training drops it after each evaluation)."""
+        self.__dict__.pop("_item_cache", None)
+
     def _repeat(self, enc: Encoding, weights: Tensor | None, items: Tensor, per_row: bool = False) -> Tensor | float:
         """Repeat bonus (sum over history positions holding the item of weights[position, behaviour]).
 
