@@ -147,6 +147,19 @@ def stage_rows(stage: str, art: Path, log: Path) -> int | None:
     return None
 
 
+def stage_rates(stage: str, log: Path) -> dict[str, float]:
+    """What a stage prints besides rows/s: train's update-loop transitions/s, evaluate's ranked events and seconds."""
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    if stage == "train":
+        match = re.search(r"\(([\d,]+) transitions/s in the update loop\)", text)
+        return {"transitions_per_s": float(match.group(1).replace(",", ""))} if match else {}
+    if stage == "evaluate":
+        match = re.search(r"\(([\d,]+) events, ([\d.]+)s\)", text)
+        if match:  # the seconds cover both targets (next item, next purchase)
+            return {"next_item_events": int(match.group(1).replace(",", "")), "ranking_seconds": float(match.group(2))}
+    return {}
+
+
 def outputs(stage: str, work: Path) -> list[Path]:
     art = work / "artifacts"
     return {
@@ -188,10 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         row = {"stage": stage, "exit": code, "seconds": round(seconds, 1), "peak_rss_gb": round(peak / 2**30, 2),
                "rows": n_rows, "rows_per_s": round(n_rows / seconds) if n_rows and seconds > 0 else None,
                "output_mb": round(size_of(*outputs(stage, work)) / 2**20, 1), "log": str(log)}
+        extra = stage_rates(stage, log)
+        row.update(extra)
         rows.append(row)
         rate = f"{row['rows_per_s']:>12,}" if row["rows_per_s"] else f"{'-':>12}"
+        note = "".join(f"  {key.replace('_per_s', '/s')} {value:,.0f}" for key, value in extra.items())
         print(f"{stage:10s} {seconds:9.1f} s  peak RSS {row['peak_rss_gb']:6.2f} GB  rows/s {rate}  "
-              f"output {row['output_mb']:10,.1f} MB  exit {code}", flush=True)
+              f"output {row['output_mb']:10,.1f} MB  exit {code}{note}", flush=True)
         if code != 0:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
             print(f"full_scale: {stage} failed (exit {code}): {tail[0]} (log: {log})", file=sys.stderr)
