@@ -412,7 +412,8 @@ class EvaluateConfig:
     exclude_bought: bool = False
     """Mask the items the user bought before each test event (a bought target then counts as a miss)."""
     max_events: int = 50000
-    """Test events ranked per target (a seeded sample when there are more; 0 = all). Full ranking costs
+    """Test events ranked per target (a seeded sample when there are more; 0 = all), and users behind the
+    per-user purchase metrics (a seeded sample of the test buyers above it). Full ranking costs
     O(events x items): the real 100M-row file needs a cap."""
     bootstrap: int = 1000
     """Bootstrap resamples for the 95% CIs (0 = no CI)."""

@@ -707,6 +707,9 @@ def evaluate_model(
     buy = test.action_behavior == 3
     buyers, first = np.unique(test.user_id, return_index=True)
     has_buy = np.isin(buyers, test.user_id[buy])
+    if cfg.max_events and has_buy.sum() > cfg.max_events:  # a seeded sample of the buyers, as for the events
+        rng = np.random.default_rng(seed + 104729)
+        has_buy[np.sort(rng.choice(np.flatnonzero(has_buy), size=has_buy.sum() - cfg.max_events, replace=False))] = False
     first = first[has_buy]
     buy_users, buy_items = test.user_id[buy], test.action_item[buy].astype(np.int64)
     order = np.lexsort((buy_items, buy_users))

@@ -215,6 +215,13 @@ def test_max_events_caps_with_a_seeded_sample(features) -> None:
     b = evaluate_model(model, *args, EvaluateConfig(bootstrap=0, max_events=500), seed=3)
     assert a.counts["next_item_events"] == 500
     assert a.groups == b.groups
+    # the per-user purchase metrics rank one list per buyer: capped the same way, by a seeded sample of buyers
+    buyers = a.counts["users_with_test_purchases"]
+    few = evaluate_model(model, *args, EvaluateConfig(bootstrap=0, max_events=buyers // 2), seed=3)
+    assert buyers > 2 and few.counts["users_with_test_purchases"] == buyers // 2
+    assert few.groups["per_user_purchase"] == evaluate_model(
+        model, *args, EvaluateConfig(bootstrap=0, max_events=buyers // 2), seed=3
+    ).groups["per_user_purchase"]
 
 
 def test_evaluation_keeps_per_event_ranks_and_the_type_breakdown(features) -> None:
