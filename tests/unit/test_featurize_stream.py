@@ -151,3 +151,13 @@ def test_split_writer_joins_parts_and_leaves_nothing_on_failure(log, tmp_path) -
         writer.append(whole)
         raise RuntimeError("killed half way")
     assert not (tmp_path / "broken").exists() and not (tmp_path / ".broken.tmp").exists()
+
+
+def test_actions_at_reads_what_the_action_properties_hold(in_memory) -> None:
+    t = load_split(in_memory, "train")
+    index = np.array([0, 5, t.num_transitions - 1, 5])
+    item, behavior, category = t.actions_at(index)
+    np.testing.assert_array_equal(item, t.action_item[index])
+    np.testing.assert_array_equal(behavior, t.action_behavior[index])
+    np.testing.assert_array_equal(category, t.action_category[index])
+    assert behavior.dtype == np.int8

@@ -335,12 +335,13 @@ class LogReplayEnv(_SessionEnv):
         items = self._check_items(items, len(session.index))
         active = ~session.finished
         index = session.index
-        logged = t.action_item[index].astype(np.int64)  # [B]
+        logged, logged_behavior, logged_category = t.actions_at(index)  # [B] each
+        logged = logged.astype(np.int64)
         hit = active & (logged >= FIRST_REAL_ITEM) & (items == logged[:, None]).any(axis=1)
-        behavior = np.where(hit, t.action_behavior[index], -1).astype(np.int8)
+        behavior = np.where(hit, logged_behavior, -1).astype(np.int8)
         item = np.where(hit, logged, -1)
         preferred = preferred_category(t.category_idx[t.state_rows(index)])
-        reward = self.reward_model(item, behavior, t.action_category[index], preferred)
+        reward = self.reward_model(item, behavior, logged_category, preferred)
         session.steps += active
         terminated = active & t.done[index]
         truncated = active & ~terminated & (session.steps >= self.cfg.max_steps)

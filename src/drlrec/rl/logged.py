@@ -60,7 +60,7 @@ class LoggedTransitions:
         discount = np.where(self.t.done[last], 0.0, scale)  # scale = gamma^(steps taken)
         return TransitionBatch(
             state=state_batch(self.t, index),
-            action=self.t.action_item[index].astype(np.int64),
+            action=self.t.actions_at(index)[0].astype(np.int64),
             reward=reward.astype(np.float32),
             next_state=next_state_batch(self.t, last),
             discount=discount.astype(np.float32),
