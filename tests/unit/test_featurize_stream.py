@@ -161,3 +161,25 @@ def test_actions_at_reads_what_the_action_properties_hold(in_memory) -> None:
     np.testing.assert_array_equal(behavior, t.action_behavior[index])
     np.testing.assert_array_equal(category, t.action_category[index])
     assert behavior.dtype == np.int8
+
+
+def _rss_file_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssFile")) / 1024
+
+
+def test_release_pages_unmaps_what_gathers_faulted_in(in_memory, tmp_path) -> None:
+    from drlrec.features.transitions import release_pages
+
+    t = load_split(in_memory, "train")
+    # a 64 MB mapped field: reading it all faults its pages into this process
+    big = np.arange(16 << 20, dtype=np.float32)
+    np.save(tmp_path / "big.npy", big)
+    mapped = np.load(tmp_path / "big.npy", mmap_mode="r")
+    t = t._replace(step_features=mapped)
+    before = _rss_file_mb()
+    assert float(mapped.sum(dtype=np.float64)) == float(big.sum(dtype=np.float64))
+    assert _rss_file_mb() - before > 32
+    release_pages(t)
+    assert _rss_file_mb() - before < 8
+    np.testing.assert_array_equal(mapped[[0, 5, len(big) - 1]], big[[0, 5, len(big) - 1]])  # still readable

@@ -150,6 +150,22 @@ class Transitions(NamedTuple):
         return out
 
 
+def release_pages(transitions: Transitions) -> None:
+    """Unmap the pages a memory-mapped split has faulted in (madvise MADV_DONTNEED on each mapped field).
+
+    Random gathers from a mapped split fault in far more than they read (the kernel maps up to 16
+    neighbouring cached pages per fault), and mapped pages count as the process's resident memory: 51,200
+    random rows of the 3 GB profile file left 2.1 GB mapped here. The pages stay in the page cache (the next
+    gather reads them from memory); only this process's mapping of them goes. Arrays read into memory are
+    left alone. Training calls this every few dozen steps."""
+    import mmap
+
+    for values in transitions:
+        handle = getattr(values, "_mmap", None)
+        if isinstance(values, np.memmap) and handle is not None:
+            handle.madvise(mmap.MADV_DONTNEED)
+
+
 def window_rows(
     row: np.ndarray, start: np.ndarray, n: int, indices: np.ndarray | None, end_offset: int
 ) -> np.ndarray:

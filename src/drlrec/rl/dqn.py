@@ -267,6 +267,9 @@ class TrainResult:
             self.history.setdefault(key, []).append(float(value))
 
 
+#: Training steps between unmapping the pages a memory-mapped train split faulted in (LoggedTransitions.release).
+RELEASE_PAGES_EVERY = 25
+
 Evaluator = Callable[[DQNLSTM], dict[str, float]]
 Tracker = Callable[[dict[str, float], int], None]
 
@@ -429,6 +432,8 @@ def train_offline(
         update_target(online, target, cfg, step)
         result.update_seconds += time.perf_counter() - step_started
         result.update_transitions += len(index)
+        if step % RELEASE_PAGES_EVERY == 0 and hasattr(data, "release"):
+            data.release()  # a memory-mapped split's faulted-in pages would otherwise count as ours
 
         metrics = {
             "train/td_loss": update.td_loss,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drlrec.features.transitions import Transitions
+from drlrec.features.transitions import Transitions, release_pages
 from drlrec.models.base import StateBatch
 from drlrec.rl.replay import TransitionBatch
 
@@ -44,6 +44,10 @@ class LoggedTransitions:
 
     def __len__(self) -> int:
         return self.t.num_transitions
+
+    def release(self) -> None:
+        """Unmap the pages of a memory-mapped split that earlier batches faulted in (see release_pages)."""
+        release_pages(self.t)
 
     def gather(self, index: np.ndarray, n_step: int, gamma: float):
         index = np.asarray(index, dtype=np.int64)
