@@ -108,16 +108,10 @@ def load_events(path: str | Path) -> pd.DataFrame:
     resident size is the columns themselves (pyarrow's to_pandas keeps about as much again in its pool).
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file (run `drlrec ingest` first)")
+    parquet = _open_events(path)
     try:
-        parquet = pq.ParquetFile(str(path))
-        missing = [c for c in EVENT_COLUMNS if c not in parquet.schema_arrow.names]
-        if missing:
-            raise InputError(f"{path}: not an events file (missing column(s) {', '.join(missing)})")
         n = parquet.metadata.num_rows
         columns = {c: np.empty(n, dtype=EVENT_DTYPES[c]) for c in EVENT_COLUMNS}
         at = 0
@@ -360,12 +354,13 @@ def _split_writers(out_dir: Path, seq_len: int) -> dict[str, SplitWriter]:
     return {split: SplitWriter(split_path(out_dir, split), seq_len) for split in SPLITS}
 
 
-def _write_part(result: FeaturizeResult, writers: dict[str, SplitWriter], counts: ReportCounts) -> None:
-    """Append the transitions of `result` (whole users, after those already written) to every split."""
+def _write_part(result: FeaturizeResult, writers: dict[str, SplitWriter] | None, counts: ReportCounts) -> None:
+    """Count the report's figures of `result` (whole users, after those already written) and append its
+    transitions to every split (`writers` None: count only)."""
     for code, split in enumerate(SPLITS):
         selected = _split_rows(result.events, code, result.seq_len)
         counts.add(result, code, selected)
-        if len(selected.actions):
+        if writers is not None and len(selected.actions):
             writers[split].append(build_transitions(result, split, selected))
     counts.add_events(result.events)
 
@@ -446,9 +441,7 @@ class ReportCounts:
 def featurize_report(result: FeaturizeResult) -> dict[str, Any]:
     """Counts per split, vocabulary sizes, unknown shares and the boundaries, for featurize_report.json."""
     counts = ReportCounts()
-    for code in range(len(SPLITS)):
-        counts.add(result, code, _split_rows(result.events, code, result.seq_len))
-    counts.add_events(result.events)
+    _write_part(result, None, counts)
     return counts.report(result.globals, result.bounds, result.seq_len, result.reward_weights)
 
 
