@@ -72,6 +72,10 @@ def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[s
 #: [batch, n_items]; 512 states x 262,144 items of float32 is 512 MB).
 ITEM_BLOCK = 1 << 18
 
+#: Items within the float-rounding margin of its target's score that rank_blocks keeps per row before it
+#: counts that row again in a second pass instead (memory: at most batch x NEAR_CAP kept scores).
+NEAR_CAP = 4096
+
 
 def score_blocks(model: Recommender, states: StateBatch, item_block: int = ITEM_BLOCK) -> ScoreBlocks:
     """The model's scores for `states`, whole when the catalogue fits one block, else block by block."""
@@ -124,10 +128,11 @@ def rank_blocks(
 
     first = blocks.target_scores(np.clip(target, 0, max(n_items - 1, 0)))
     single = first is not None and len(bounds) > 1 or len(bounds) == 1
+    exact = bool(getattr(blocks, "exact_targets", False))  # first == the block's value: no margin needed
     if first is None:
         first = np.zeros(batch, dtype=np.float32)
     first = np.nan_to_num(np.asarray(first, dtype=np.float32), nan=-np.inf)
-    margin = np.where(np.isfinite(first), 1e-4 * (1.0 + np.abs(first)), 0.0).astype(np.float32)
+    margin = np.where(np.isfinite(first) & (not exact), 1e-4 * (1.0 + np.abs(first)), 0.0).astype(np.float32)
     upper, lower = (first + margin)[:, None], (first - margin)[:, None]  # [B, 1]
 
     target_score = np.full(batch, -np.inf, dtype=np.float32)
@@ -135,43 +140,69 @@ def rank_blocks(
     top_scores = np.zeros((batch, 0), dtype=np.float32)
     above = np.zeros(batch, dtype=np.int64)
     near_rows, near_items, near_scores = [], [], []
+    near_count = np.zeros(batch, dtype=np.int64)  # items kept within the margin, per row (at most NEAR_CAP)
+    overflow = np.zeros(batch, dtype=bool)  # rows past NEAR_CAP: counted again in the second pass
+    flags = np.empty((batch, max(min(step, n_items), 1)), dtype=bool)  # one reused [B, C] comparison buffer
+
+    def count(op, s: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+        out = flags[:, : s.shape[1]]
+        return np.count_nonzero(op(s, threshold, out=out), axis=1)
+
     for lo, hi in bounds:
         s = masked(lo, hi)  # [B, C]
         here = np.flatnonzero((target >= lo) & (target < hi))
         target_score[here] = s[here, target[here] - lo]
         if k:
-            items, scores = exact_top_k(torch.from_numpy(s), min(k, hi - lo))
-            items = np.concatenate([top_items, items + lo], axis=1)
-            scores = np.concatenate([top_scores, scores], axis=1)
-            order = np.lexsort((items, -scores), axis=1)[:, :k]  # score desc, then index asc
-            top_items, top_scores = np.take_along_axis(items, order, axis=1), np.take_along_axis(scores, order, axis=1)
+            rows = np.arange(batch)
+            if top_items.shape[1] == k:  # full lists: only rows with a score above their k-th can change
+                rows = np.flatnonzero(count(np.greater, s, top_scores[:, -1:]))  # a later item loses a tie
+            if len(rows):
+                items, scores = exact_top_k(torch.from_numpy(s[rows] if len(rows) < batch else s), min(k, hi - lo))
+                items = np.concatenate([top_items[rows], items + lo], axis=1)
+                scores = np.concatenate([top_scores[rows], scores], axis=1)
+                order = np.lexsort((items, -scores), axis=1)[:, :k]  # score desc, then index asc
+                items, scores = np.take_along_axis(items, order, axis=1), np.take_along_axis(scores, order, axis=1)
+                if top_items.shape[1] < items.shape[1]:
+                    top_items, top_scores = items, scores
+                else:
+                    top_items[rows], top_scores[rows] = items, scores
         if not single:
             continue
         if len(bounds) == 1:  # the target's score is known already: count above it and the ties below it
             threshold = target_score[:, None]
-            above += np.count_nonzero(s > threshold, axis=1)
-            tied = np.flatnonzero((np.count_nonzero(s == threshold, axis=1) > 1) & np.isfinite(target_score))
+            above += count(np.greater, s, threshold)
+            tied = np.flatnonzero((count(np.equal, s, threshold) > 1) & np.isfinite(target_score))
             if len(tied):  # rare for learned scores: another item has exactly the target's score
                 column = np.arange(lo, hi)[None, :]
                 above[tied] += np.count_nonzero((s[tied] == threshold[tied]) & (column < target[tied, None]), axis=1)
             continue
-        over = np.count_nonzero(s > upper, axis=1)
+        over = count(np.greater, s, upper)
         above += over
-        rows = np.flatnonzero(np.count_nonzero(s >= lower, axis=1) > over)  # rows with items inside the margin
-        if len(rows):
-            sub = s[rows]
-            r, c = np.nonzero((sub >= lower[rows]) & (sub <= upper[rows]))
-            near_rows.append(rows[r])
-            near_items.append(c + lo)
-            near_scores.append(sub[r, c])
+        rows = np.flatnonzero(count(np.greater_equal, s, lower) > over)  # rows with items inside the margin
+        if not len(rows):
+            continue
+        column = np.arange(lo, hi)[None, :]
+        if exact:  # the margin is 0: these are ties with the target (or the target): lower indices rank above
+            above[rows] += np.count_nonzero((s[rows] == upper[rows]) & (column < target[rows, None]), axis=1)
+            continue
+        rows = rows[~overflow[rows]]
+        sub = s[rows]
+        inside = (sub >= lower[rows]) & (sub <= upper[rows])
+        total = near_count[rows] + np.count_nonzero(inside, axis=1)
+        full = total > NEAR_CAP  # too many near scores to keep: count this row again instead (memory bound)
+        overflow[rows[full]], near_count[rows] = True, total
+        r, c = np.nonzero(inside & ~full[:, None])
+        near_rows.append(rows[r])
+        near_items.append(c + lo)
+        near_scores.append(sub[r, c])
     rankable = (target >= FIRST_REAL_ITEM) & (target < n_items) & np.isfinite(target_score)
     if single:
         rows, items, scores = (np.concatenate(x) if x else np.zeros(0, d) for x, d in
                                ((near_rows, np.int64), (near_items, np.int64), (near_scores, np.float32)))
-        exact = target_score[rows]
-        counted = (scores > exact) | ((scores == exact) & (items < target[rows]))  # the target itself: neither
+        exact_score = target_score[rows]
+        counted = (scores > exact_score) | ((scores == exact_score) & (items < target[rows]))  # the target: neither
         above += np.bincount(rows[counted], minlength=batch)
-        outside = (target_score > upper[:, 0]) | (target_score < lower[:, 0])
+        outside = (target_score > upper[:, 0]) | (target_score < lower[:, 0]) | overflow
         again = np.flatnonzero(rankable & outside) if len(bounds) > 1 else np.zeros(0, np.int64)  # one block: exact
     else:
         again = np.flatnonzero(rankable)
@@ -198,6 +229,7 @@ def exclusion_pairs(mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | 
 
 class RankedEvents(NamedTuple):
     ranks: np.ndarray  # [E] int64 1-based ranks (UNRANKABLE where the target can't be ranked)
+    lists: np.ndarray  # [E, list_k] int64 top-list_k items (-1 where no finite score is left); [E, 0] without
 
 
 def rank_events(
@@ -207,16 +239,25 @@ def rank_events(
     exclude: np.ndarray | None = None,
     batch_size: int = 512,
     item_block: int = ITEM_BLOCK,
+    list_k: int = 0,
+    progress: bool = False,
 ) -> RankedEvents:
     """Score every state with the model and rank its target, batch by batch and block by block of items
-    (memory [batch_size, item_block] at most)."""
+    (memory [batch_size, item_block] at most), with the top-`list_k` list of each state as evaluate makes."""
+    from tqdm import tqdm
+
     ranks = np.empty(len(targets), dtype=np.int64)
-    for start in range(0, len(targets), batch_size):
-        stop = min(start + batch_size, len(targets))
-        blocks = score_blocks(model, states.slice(start, stop), item_block)
-        mask = None if exclude is None else exclusion_pairs(exclude[start:stop])
-        ranks[start:stop], _ = rank_blocks(blocks, targets[start:stop], 0, mask, item_block)
-    return RankedEvents(ranks)
+    lists = np.full((len(targets), max(int(list_k), 0)), -1, dtype=np.int64)
+    with tqdm(total=len(targets), desc=f"rank {getattr(model, 'name', 'model')}", unit="events", leave=False,
+              disable=None if progress else True) as bar:
+        for start in range(0, len(targets), batch_size):
+            stop = min(start + batch_size, len(targets))
+            blocks = score_blocks(model, states.slice(start, stop), item_block)
+            mask = None if exclude is None else exclusion_pairs(exclude[start:stop])
+            ranks[start:stop], items = rank_blocks(blocks, targets[start:stop], list_k, mask, item_block)
+            lists[start:stop, : items.shape[1]] = items
+            bar.update(stop - start)
+    return RankedEvents(ranks, lists)
 
 
 def validation_evaluator(

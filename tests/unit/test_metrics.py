@@ -68,14 +68,22 @@ def test_k_larger_than_the_catalogue() -> None:
 
 @pytest.mark.parametrize("item_block", [0, 1, 5, 16, 64])
 @pytest.mark.parametrize("first_scores", ["exact", "none", "rounding", "wrong"])
-def test_block_ranking_equals_whole_catalogue_ranking(item_block: int, first_scores: str) -> None:
+@pytest.mark.parametrize("near_cap", [4096, 2])
+def test_block_ranking_equals_whole_catalogue_ranking(item_block: int, first_scores: str, near_cap: int,
+                                                      monkeypatch) -> None:
     """Ranks and top-k lists from blocks of items equal those from the whole score matrix: ties (integer
     scores), NaN, excluded items, unknown and out-of-range targets, k beyond a block; whether the scorer
-    gives the targets' scores up front exactly, not at all, up to rounding, or wrongly (past the margin)."""
+    gives the targets' scores up front exactly (no margin), not at all, up to rounding, or wrongly (past the
+    margin); and with rows past the cap on kept near scores (near_cap 2: counted again)."""
+    import drlrec.evaluate
     from drlrec.evaluate import exclusion_pairs, rank_blocks
     from drlrec.models.base import FullScores
 
+    monkeypatch.setattr(drlrec.evaluate, "NEAR_CAP", near_cap)
+
     class Perturbed(FullScores):
+        exact_targets = first_scores == "exact"
+
         def target_scores(self, items):
             exact = super().target_scores(items)
             if first_scores == "none":

@@ -94,10 +94,13 @@ class Scorer(ABC):
 
 class ScoreBlocks(ABC):
     """Scores of B states over items [lo, hi), for any range: `block(lo, hi) -> [B, hi - lo]` float32
-    (torch), equal to `score(states)[:, lo:hi]`. `fresh`: each block is a new tensor the caller may write into."""
+    (torch), equal to `score(states)[:, lo:hi]`. `fresh`: the caller may write into a block. A block is valid
+    until the next `block` call, which may reuse its memory. `exact_targets`: `target_scores` equal the
+    blocks' values bit for bit (no float rounding between them), so ranking needs no margin."""
 
     n_items: int
     fresh: bool = True
+    exact_targets: bool = False
 
     @abstractmethod
     def block(self, lo: int, hi: int):
@@ -113,6 +116,7 @@ class FullScores(ScoreBlocks):
     """Blocks sliced from one computed [B, n_items] score matrix (views of it: not fresh)."""
 
     fresh = False
+    exact_targets = True
 
     def __init__(self, scores) -> None:
         import torch

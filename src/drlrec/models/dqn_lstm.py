@@ -285,15 +285,20 @@ class QNetwork(nn.Module):
         query = self.ce_projection(enc.phi)  # [B, d]
         table = self.item_vectors()
         total = torch.full((len(query),), float("-inf"), device=query.device)
+        out = torch.empty((len(query), min(block, self.n_items)), dtype=query.dtype, device=query.device)
         for lo in range(0, self.n_items, block):
             hi = min(lo + block, self.n_items)
-            logits = torch.addmm(self.ce_bias[lo:hi], query, table[lo:hi].T).float()  # [B, C]
+            buffer = out if hi - lo == out.shape[1] else None  # one reused [B, block] buffer (the last block: new)
+            logits = torch.addmm(self.ce_bias[lo:hi], query, table[lo:hi].T, out=buffer).float()  # [B, C]
             total = torch.logaddexp(total, torch.logsumexp(logits, dim=1))
         return total
 
-    def score_block(self, enc: Encoding, head: str, lo: int, hi: int, explore_lse: Tensor | None = None) -> Tensor:
+    def score_block(self, enc: Encoding, head: str, lo: int, hi: int, explore_lse: Tensor | None = None,
+                    out: Tensor | None = None) -> Tensor:
         """Columns [lo, hi) of q_values (head "q") or ce_logits (head "ce"), computed from those items alone:
-        [B, hi - lo]. The mixture needs `explore_lse` ([B], from explore_logsumexp)."""
+        [B, hi - lo]. The mixture needs `explore_lse` ([B], from explore_logsumexp). `out`: a [B, hi - lo]
+        float32 tensor to compute into (reused block after block, it spares a fresh allocation, and its page
+        faults, per block)."""
         table = self.item_vectors()[lo:hi]  # [C, d], a view of the cached table
         seq = enc.history.item_seq  # [B, L]
         inside = (seq >= lo) & (seq < hi)  # [B, L] slots whose item is a column of this block
@@ -303,13 +308,14 @@ class QNetwork(nn.Module):
             return scores.scatter_add_(1, column, torch.where(inside, slot_values, torch.zeros_like(slot_values)))
 
         if head == "q":
-            advantage = torch.addmm(self.q_bias[lo:hi], enc.phi, table.T)  # [B, C]
+            advantage = torch.addmm(self.q_bias[lo:hi], enc.phi, table.T, out=out)  # [B, C]
             if self.repeat_q is not None:
                 advantage = scatter(advantage, self._repeat_weights(enc, self.repeat_q))
             if self.value is None:
                 return advantage
-            return self.value(enc.phi) + advantage - self._mean_advantage(enc)[:, None]
-        logits = torch.addmm(self.ce_bias[lo:hi], self.ce_projection(enc.phi), table.T)  # [B, C]
+            # in place, in q_values's order: (value + advantage) - mean (float addition commutes exactly)
+            return advantage.add_(self.value(enc.phi)).sub_(self._mean_advantage(enc)[:, None])
+        logits = torch.addmm(self.ce_bias[lo:hi], self.ce_projection(enc.phi), table.T, out=out)  # [B, C]
         if not self.mixture:
             return logits if self.repeat_ce is None else scatter(logits, self._repeat_weights(enc, self.repeat_ce))
         if explore_lse is None:
@@ -428,7 +434,7 @@ class DQNLSTM(Scorer):
         return out
 
     @torch.no_grad()
-    def score_blocks(self, states: StateBatch, block: int = 1 << 18) -> ScoreBlocks:
+    def score_blocks(self, states: StateBatch, block: int = 1 << 13) -> ScoreBlocks:
         """Item blocks of `score` from the item table, never [B, n_items] (the state is encoded once)."""
         self.network.eval()
         return _NetworkBlocks(self.network, self.network.encode(TensorStates(states, self.device)), self.score_with, block)
@@ -479,10 +485,17 @@ class _NetworkBlocks(ScoreBlocks):
         self.network, self.enc, self.head = network, enc, head
         self.n_items = network.n_items
         self.lse = network.explore_logsumexp(enc, block) if head == "ce" and network.mixture else None
+        self._out: dict[int, Tensor] = {}  # width -> the block buffer, reused (see ScoreBlocks)
 
     @torch.no_grad()
     def block(self, lo: int, hi: int) -> Tensor:
-        return self.network.score_block(self.enc, self.head, lo, hi, self.lse).float().cpu()
+        out = self._out.get(hi - lo)
+        if out is None:  # two widths in a ranking pass: the block and the catalogue's last, shorter one
+            if len(self._out) >= 2:
+                self._out.clear()
+            phi = self.enc.phi
+            out = self._out[hi - lo] = torch.empty((len(phi), hi - lo), dtype=phi.dtype, device=phi.device)
+        return self.network.score_block(self.enc, self.head, lo, hi, self.lse, out=out).float().cpu()
 
     @torch.no_grad()
     def target_scores(self, items: np.ndarray) -> np.ndarray:

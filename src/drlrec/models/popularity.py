@@ -101,13 +101,20 @@ class RecentPopularity(Popularity):
 
 
 class _CountBlocks(ScoreBlocks):
-    """The same count row for every state, one block of items at a time."""
+    """The same count row for every state, one block of items at a time (into one reused buffer)."""
+
+    exact_targets = True  # the same float32 counts as the blocks
 
     def __init__(self, counts: np.ndarray, batch: int) -> None:
         self.counts, self.batch, self.n_items = counts, batch, len(counts)
+        self._out = np.empty((batch, 0), dtype=np.float32)
 
     def target_scores(self, items: np.ndarray) -> np.ndarray:
         return self.counts[items].astype(np.float32)
 
     def block(self, lo: int, hi: int) -> np.ndarray:
-        return np.repeat(self.counts[None, lo:hi], self.batch, axis=0).astype(np.float32)  # [B, hi - lo]
+        if self._out.shape[1] < hi - lo:
+            self._out = np.empty((self.batch, hi - lo), dtype=np.float32)
+        out = self._out[:, : hi - lo]
+        out[:] = self.counts[None, lo:hi]
+        return out  # [B, hi - lo]
