@@ -15,7 +15,8 @@ recall@10 = |ANN top-10 and exact top-10| / 10, averaged over the requests. Hist
 per user, items drawn like build_bundle's Zipf popularity, a third of the events re-views of the user's
 earlier items; every request excludes --exclude of the user's own items. A random-weight model's item
 vectors are close to isotropic: the hard case for an ANN index (a trained model's are more clustered).
-Latency is wall-clock per call (time.perf_counter) with torch and faiss on one thread; the machine may be
+Latency is wall-clock per call (time.perf_counter) with torch on --threads threads (serve.torch_threads) and
+faiss on one; the machine may be
 shared, so compare rows of one run. Memory: the process's resident set (VmRSS) before and after the build.
 
 Run: python bench/bench_recommend.py [--items 100000,4162024] [--requests 500] [--nprobe 16,32,64,...]
@@ -125,7 +126,7 @@ def bench_size(n_items: int, args, work: Path) -> list[str]:
     print(f"index {index.description} over {index.index.ntotal:,} items: built in {index.build_seconds:.1f}s, "
           f"index memory {index.index_bytes / 2**20:,.0f} MiB (resident +{(after - before) / 2**20:,.0f} MiB)", flush=True)
     serving.retriever = index
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     sweep_name, sweep = ("efSearch", args.ef_search) if args.index == "hnsw" else ("nprobe", args.nprobe)
     chosen = None
     print(f"{'sweep: ' + sweep_name:<20}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'recall@10':>11}")
@@ -171,6 +172,7 @@ def main() -> int:
     ap.add_argument("--build-threads", type=int, default=0, help="faiss threads for the build (0 = all cores)")
     ap.add_argument("--target", type=float, default=0.95, help="recall@10 the chosen ANN setting must reach")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, as serve.torch_threads (default: %(default)s)")
     args = ap.parse_args()
 
     import torch
@@ -178,7 +180,7 @@ def main() -> int:
     from drlrec.settings import apply_offline_env
 
     apply_offline_env()
-    torch.set_num_threads(1)  # serve.torch_threads
+    torch.set_num_threads(args.threads)  # serve.torch_threads
     work = Path(tempfile.mkdtemp(prefix="drlrec-bench-recommend-"))
     rows = []
     try:
@@ -187,7 +189,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nsingle user, in process, {args.requests} requests after {args.warmup} warm-up, k={args.k}, "
-          f"torch/faiss 1 thread, random-weight DQN-LSTM (CE mixture head)")
+          f"torch {args.threads} thread(s), random-weight DQN-LSTM (CE mixture head)")
     print(f"{'path':<34}{'items':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'recall@10':>11}")
     for line in rows:
         print(line)

@@ -1,7 +1,7 @@
 """Top-k retrieval for the service beyond `model.recommend`: a one-pass full scan, and a faiss ANN index.
 
 Both answer `recommend(states, k, exclude) -> (items [B, k], scores [B, k])` like `Scorer.recommend`, and
-both hand back the DQN-LSTM's own scores (QNetwork.score_pairs / log_softmax), so a served list's scores
+both hand back the DQN-LSTM's own scores (its log_softmax and repeat mixture, or QNetwork.score_pairs), so a served list's scores
 mean the same whatever retrieval found it.
 
 `FullScan` (serve.retrieval `scan`): the exact top-k of `model.recommend` in one pass over the item table.
@@ -117,14 +117,16 @@ class FullScan:
             if network.value is not None:
                 scores = network.value(enc.phi) + scores - network._mean_advantage(enc)[:, None]
             return scores
-        _, _, log_explore = network._repeat_slots(enc)
+        slot_prob, log_repeat, log_explore = network._repeat_slots(enc)  # [B, L], [B, 1], [B, 1]
         lse = scores.logsumexp(dim=1)  # [B] explore_logsumexp
         scores.sub_(lse[:, None]).add_(log_explore)  # [B, n] log P(explore) p(i | explore)
-        for row in range(states.batch_size):  # the state's own items: the mixture, from the model's pair scores
-            items = torch.as_tensor(_state_items(states, row))
-            if len(items):
-                rows = torch.full((len(items),), row, dtype=torch.long)
-                scores[row, items] = network.score_pairs(_rows(enc, rows), "ce", items, lse[rows]).float()
+        seq = enc.history.item_seq  # [B, L]
+        for row in range(states.batch_size):  # the state's own items: mixed with the repeat side (as _mixture)
+            known = slot_prob[row] > 0  # slots of recommendable items (0 at padding and unknown)
+            if known.any():
+                items, slot_item = torch.unique(seq[row][known], return_inverse=True)
+                repeat_prob = torch.zeros(len(items), dtype=slot_prob.dtype).scatter_add_(0, slot_item, slot_prob[row][known])
+                scores[row, items] = torch.logaddexp(scores[row, items], log_repeat[row, 0] + torch.log(repeat_prob))
         return scores
 
     def recommend(self, states: StateBatch, k: int, exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
