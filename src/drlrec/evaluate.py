@@ -132,7 +132,7 @@ def rank_blocks(
     if first is None:
         first = np.zeros(batch, dtype=np.float32)
     first = np.nan_to_num(np.asarray(first, dtype=np.float32), nan=-np.inf)
-    margin = np.where(np.isfinite(first) & (not exact), 1e-4 * (1.0 + np.abs(first)), 0.0).astype(np.float32)
+    margin = np.zeros_like(first) if exact else np.where(np.isfinite(first), 1e-4 * (1.0 + np.abs(first)), 0.0).astype(np.float32)
     upper, lower = (first + margin)[:, None], (first - margin)[:, None]  # [B, 1]
 
     target_score = np.full(batch, -np.inf, dtype=np.float32)
@@ -168,10 +168,12 @@ def rank_blocks(
                     top_items[rows], top_scores[rows] = items, scores
         if not single:
             continue
-        if len(bounds) == 1:  # the target's score is known already: count above it and the ties below it
-            threshold = target_score[:, None]
+        if len(bounds) == 1 or exact:  # the target's score is known: count above it and the ties below it
+            known = target_score if len(bounds) == 1 else first  # exact: `first` is the block's own value
+            threshold = known[:, None]
             above += count(np.greater, s, threshold)
-            tied = np.flatnonzero((count(np.equal, s, threshold) > 1) & np.isfinite(target_score))
+            own = (target >= lo) & (target < hi)  # the target's own cell is one of the equal scores
+            tied = np.flatnonzero((count(np.equal, s, threshold) > own) & np.isfinite(known))
             if len(tied):  # rare for learned scores: another item has exactly the target's score
                 column = np.arange(lo, hi)[None, :]
                 above[tied] += np.count_nonzero((s[tied] == threshold[tied]) & (column < target[tied, None]), axis=1)
@@ -180,10 +182,6 @@ def rank_blocks(
         above += over
         rows = np.flatnonzero(count(np.greater_equal, s, lower) > over)  # rows with items inside the margin
         if not len(rows):
-            continue
-        column = np.arange(lo, hi)[None, :]
-        if exact:  # the margin is 0: these are ties with the target (or the target): lower indices rank above
-            above[rows] += np.count_nonzero((s[rows] == upper[rows]) & (column < target[rows, None]), axis=1)
             continue
         rows = rows[~overflow[rows]]
         sub = s[rows]
