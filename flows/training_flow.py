@@ -122,11 +122,12 @@ def train(params: Params) -> dict[str, Any]:
     import json
     from pathlib import Path
 
+    from drlrec import runinfo
     from drlrec.stages import train_stage
 
     train_stage(params)
-    meta = json.loads((Path(params.paths.model) / "meta.json").read_text())
-    return {"mlflow_run_id": meta["mlflow_run_id"], **json.loads(Path(params.paths.train_metrics).read_text())}
+    run_id = runinfo.train_run_id(params)  # the run id is not in meta.json (a DVC output)
+    return {"mlflow_run_id": run_id, **json.loads(Path(params.paths.train_metrics).read_text())}
 
 
 @_compute_task("evaluate")

@@ -671,8 +671,7 @@ class Evaluation(NamedTuple):
     def to_dict(self) -> dict:
         return {
             "model": self.model,
-            "counts": self.counts,
-            "seconds": round(self.seconds, 3),
+            "counts": self.counts,  # no duration: metrics.json is a DVC output (MLflow has evaluate/seconds)
             "metrics": {g: {m: iv.as_dict() for m, iv in ms.items()} for g, ms in self.groups.items()},
         }
 

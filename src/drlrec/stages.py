@@ -124,6 +124,10 @@ def ingest_stage(params: Params, input_path: str | Path | None = None, out_dir: 
         f"ingest: read {result.rows_read:,} rows, kept {result.rows_kept:,}, "
         f"quarantined {result.rows_quarantined:,} ({by_reason}) in {result.seconds:.1f}s -> {events}"
     )
+    if out_dir is None:
+        from drlrec import runinfo
+
+        runinfo.record(params, "ingest", seconds=result.seconds, rows_read=result.rows_read)
     return result
 
 
@@ -145,7 +149,11 @@ def validate_stage(params: Params, events_path: str | Path | None = None, out_di
     result = validate_events(
         events, Path(params.paths.expectations), params.validate, params.ingest, progress=params.base.progress
     )
-    write_json(out, result.to_dict())
+    write_json(out, result.to_dict())  # no duration in it: a DVC output is a function of its inputs only
+    if out_dir is None:
+        from drlrec import runinfo
+
+        runinfo.record(params, "validate", seconds=result.seconds, success=result.success)
     if not result.success:
         raise ValidationFailed(f"{events} failed validation: {result.first_failure()} (details: {out})")
     _say(f"validate: {events} passed {result.evaluated} expectations on {result.rows:,} rows -> {out}")
@@ -232,6 +240,7 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
     import numpy as np
     import torch
 
+    from drlrec import runinfo
     from drlrec.atomic import write_json
     from drlrec.config import params_to_dict
     from drlrec.devices import resolve_device
@@ -292,11 +301,15 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
             "score_with": fit.model.score_with,
             "served_head": fit.served_head,
             "valid_by_head": fit.valid_by_head,
-            "mlflow_run_id": run.run_id,
             "fingerprint": key,
             "model_config": dataclasses.asdict(params.model),
         }
-        write_json(out / "meta.json", meta)
+        write_json(out / "meta.json", meta)  # no run id or duration: a DVC output (drlrec.runinfo has them)
+        model_md5 = runinfo.file_md5(out / "model.pt")
+        run.set_tags({"model_md5": model_md5})
+        if out == Path(params.paths.model):  # the record register links the model to its train run with
+            runinfo.record(params, "train", mlflow_run_id=run.run_id, model_md5=model_md5, seconds=fit.seconds,
+                           transitions_per_s=fit.train.transitions_per_s)
         metrics = {
             **fit.valid_metrics,
             **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()},
@@ -485,8 +498,12 @@ def evaluate_stage(params: Params, model_name: str = "dqn_lstm", features_dir: s
             + markdown_table([evaluation], protocol),
         )
         png = metric_bars([evaluation], reports / f"metrics_{model_name}.png")
-        run.log_metrics(_flat_metrics(evaluation))
+        run.log_metrics({**_flat_metrics(evaluation), "evaluate/seconds": evaluation.seconds})
         run.log_dict(payload, "metrics.json")
+        if model_name == "dqn_lstm" and features_dir is None:
+            from drlrec import runinfo
+
+            runinfo.record(params, "evaluate", mlflow_run_id=run.run_id, seconds=evaluation.seconds)
         run.log_artifact(md)
         run.log_artifact(png)
     ni = evaluation.groups["next_item"]["ndcg_at_10"]
@@ -866,8 +883,11 @@ def register_stage(params: Params, tracking_uri: str | None = None) -> dict[str,
     metrics = json.loads(metrics_path.read_text())
     if metrics.get("model") != "dqn_lstm":
         raise InputError(f"{metrics_path}: holds metrics of {metrics.get('model')!r}, not the DQN-LSTM")
-    meta_path = Path(params.paths.model) / "meta.json"
-    train_run_id = json.loads(meta_path.read_text()).get("mlflow_run_id") if meta_path.is_file() else None
+    from drlrec import runinfo
+
+    train_run_id = runinfo.train_run_id(params)  # None when the record is of another model file
+    if train_run_id is None:
+        _say("register: no train run recorded for this model.pt (artifacts/runinfo/train.json): the version is not linked to one")
     bundle = write_bundle(params.paths.model, params.paths.features, params.featurize, params.paths.bundle)
     decision = register_model(
         params,

@@ -83,10 +83,14 @@ def test_mlflow_run_holds_params_metrics_curves_and_a_reloadable_model(trained) 
     from drlrec.rl.logged import state_batch
 
     params, fit, tmp = trained
+    from drlrec import runinfo
+
     meta = json.loads((Path(params.paths.model) / "meta.json").read_text())
+    assert "mlflow_run_id" not in meta  # a DVC output holds no run id; artifacts/runinfo/train.json does
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
-    run = client.get_run(meta["mlflow_run_id"])
+    run = client.get_run(runinfo.train_run_id(params))
+    assert run.data.tags["model_md5"] == runinfo.file_md5(Path(params.paths.model) / "model.pt")
     assert run.data.params["train.steps"] == "250"
     assert run.data.params["model.variant"] == "lstm"
     assert run.data.metrics["valid/ndcg_at_10"] == pytest.approx(json.loads(Path(params.paths.train_metrics).read_text())["valid/ndcg_at_10"])
@@ -142,7 +146,9 @@ def test_online_mode_trains_against_the_simulator_and_logs_its_curve(tmp_path: P
     assert again.mean_return == pytest.approx(max(greedy))
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run_id = json.loads((Path(params.paths.model) / "meta.json").read_text())["mlflow_run_id"]
+    from drlrec import runinfo
+
+    run_id = runinfo.train_run_id(params)
     run = client.get_run(run_id)
     assert run.data.params["train.mode"] == "online"
     assert "online_curve.png" in {a.path for a in client.list_artifacts(run_id)}

@@ -124,7 +124,6 @@ class ValidationResult:
             "failed_expectations": [o.to_dict() for o in self.failed],
             "profile": self.profile,
             "parameters": self.parameters,
-            "seconds": round(self.seconds, 3),
             "results": [o.to_dict() for o in self.outcomes],
         }
 
