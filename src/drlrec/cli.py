@@ -20,7 +20,7 @@ Registry:  register, models, promote, rollback (MLflow Model Registry, @champion
 Orchestration:  flow (run the Prefect training flow once), deploy (scheduled training + monitoring)
 Online:  serve (FastAPI + Redis), ab report (A/B test statistics), monitor (Evidently drift)
 Tools:  synth (generate a calibrated Taobao-like log; --drift a shifted period), stats (profile any log),
-  compare (all models, one table), tune (Optuna on validation NDCG@10)
+  compare (all models, one table), tune (Optuna on validation NDCG@10), ui (MLflow + Prefect UIs)
 
 Every command reads params.yaml (--params PATH) and accepts repeatable overrides,
 e.g. `drlrec synth --set synth.users=500`. Errors print one line and exit non-zero
@@ -216,6 +216,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     summary_stage(_load(args))
     return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from drlrec.tracking import default_tracking_uri
+    from drlrec.ui import serve_uis
+
+    params = _load(args)
+    return serve_uis(default_tracking_uri(), mlflow_port=args.mlflow_port, prefect_port=args.prefect_port,
+                     logs=Path(params.paths.artifacts) / "ui")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -516,6 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-registry", action="store_true", help="use paths.features' vocabulary, not the registry champion's")
     p.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is declared")
     add("summary", cmd_summary, "print the latest metrics table, where the artifacts are, the champion and how to open the UIs")
+    p = add(
+        "ui",
+        cmd_ui,
+        "start the MLflow UI and the Prefect server on free 127.0.0.1 ports; Ctrl-C stops both",
+        "Starts `mlflow ui` on the project's tracking store (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)\n"
+        "and `prefect server start` with PREFECT_UI_API_URL set to its own port (without it, the Prefect UI\n"
+        "on any port but 4200 cannot reach its API and shows no deployments), waits until both answer, prints\n"
+        "both URLs and how to register the deployments there, and on Ctrl-C or SIGTERM stops both by PID.\n"
+        "Server logs go to <paths.artifacts>/ui/.",
+    )
+    p.add_argument("--mlflow-port", type=int, default=0, metavar="PORT", help="MLflow UI port (default: a free one)")
+    p.add_argument("--prefect-port", type=int, default=0, metavar="PORT", help="Prefect server port (default: a free one)")
     p = add(
         "serve",
         cmd_serve,

@@ -338,9 +338,12 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
                 **metrics,
             },
         )
+        # the kept weights' validation figures: under best/ at the step they were measured (logged as
+        # valid/... without a step they would be a spurious point at step 0 of the validation curves)
+        run.log_metrics({f"best/{k}": v for k, v in fit.valid_metrics.items()}, step=fit.train.best_step)
         run.log_metrics(
             {
-                **fit.valid_metrics,
+                "best/step": fit.train.best_step,
                 **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()},
                 "train/seconds": fit.seconds,
                 "train/transitions_per_s": fit.train.transitions_per_s,
@@ -519,12 +522,13 @@ def evaluate_stage(params: Params, model_name: str = "dqn_lstm", features_dir: s
 def _flat_metrics(evaluation) -> dict[str, float]:
     import math
 
-    return {
-        f"test/{group}/{metric}": iv.value
-        for group, metrics in evaluation.groups.items()
-        for metric, iv in metrics.items()
-        if not math.isnan(iv.value)
-    }
+    out = {}
+    for group, metrics in evaluation.groups.items():  # each value with its CI, comparable across runs
+        for metric, iv in metrics.items():
+            for suffix, value in (("", iv.value), ("_ci_low", iv.low), ("_ci_high", iv.high)):
+                if not math.isnan(value):
+                    out[f"test/{group}/{metric}{suffix}"] = value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- compare

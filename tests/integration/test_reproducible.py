@@ -103,4 +103,16 @@ def test_two_copies_write_identical_dvc_outputs(tmp_path: Path, monkeypatch: pyt
     for stage in ("ingest", "validate", "train", "evaluate"):
         assert runinfo.read(params, stage)["seconds"] >= 0, stage
     assert (tmp_path / "b" / params.paths.registry).is_file()  # written, but not a DVC output
+
+    # the evaluate run logs each figure of metrics.json with its CI, as metrics comparable across runs
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    logged = MlflowClient(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}").get_run(
+        runinfo.read(params, "evaluate")["mlflow_run_id"]).data.metrics
+    saved = json.loads((tmp_path / "b" / params.paths.metrics).read_text())["metrics"]["next_item"]["ndcg_at_10"]
+    assert [logged[f"test/next_item/ndcg_at_10{s}"] for s in ("", "_ci_low", "_ci_high")] == pytest.approx(
+        [saved["value"], saved["ci_low"], saved["ci_high"]])
+    assert saved["ci_low"] <= saved["value"] <= saved["ci_high"] and logged["evaluate/seconds"] > 0
     assert Path(params.paths.registry) not in outputs

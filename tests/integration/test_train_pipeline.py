@@ -93,7 +93,14 @@ def test_mlflow_run_holds_params_metrics_curves_and_a_reloadable_model(trained) 
     assert run.data.tags["model_md5"] == runinfo.file_md5(Path(params.paths.model) / "model.pt")
     assert run.data.params["train.steps"] == "250"
     assert run.data.params["model.variant"] == "lstm"
-    assert run.data.metrics["valid/ndcg_at_10"] == pytest.approx(json.loads(Path(params.paths.train_metrics).read_text())["valid/ndcg_at_10"])
+    kept = json.loads(Path(params.paths.train_metrics).read_text())
+    assert run.data.metrics["best/valid/ndcg_at_10"] == pytest.approx(kept["valid/ndcg_at_10"])
+    assert run.data.metrics["best/step"] == kept["best_step"]
+    measured = {e["step"]: e["valid/ndcg_at_10"] for e in fit.train.evaluations}
+    curve = client.get_metric_history(run.info.run_id, "valid/ndcg_at_10")
+    assert curve and {m.step: m.value for m in curve} == pytest.approx(measured)  # no point where none was measured
+    best = client.get_metric_history(run.info.run_id, "best/valid/ndcg_at_10")
+    assert [m.step for m in best] == [kept["best_step"]]
     history = client.get_metric_history(run.info.run_id, "train/td_loss")
     assert len(history) == 25 and [m.step for m in history][-1] == 250  # every 10th step is tracked
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
