@@ -20,6 +20,7 @@ TINY_PIPELINE = (
     "train.batch_size=64",
     "train.eval_every=20",
     "train.checkpoint_every=20",
+    "train.log_every=5",
     "train.eval_max_events=300",
     "train.candidates=512",
     "evaluate.bootstrap=20",

@@ -367,6 +367,9 @@ class TrainConfig:
     """Reward used for the TD target: the paper's purchase indicator or the business-weighted one."""
     eval_every: int = 250
     """Steps between validation evaluations (NDCG@10 of the next item, full ranking)."""
+    log_every: int = 100
+    """Steps (online: rounds of online_envs episodes) between progress lines (loss, last validation figure, ETA) in a Prefect run's
+    log, or on stderr when it is not a terminal (drlrec.progress); 0 = none. Does not change training."""
     eval_max_events: int = 5000
     """Validation events used for early stopping (a fixed, seeded subset when there are more)."""
     patience: int = 4

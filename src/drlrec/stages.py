@@ -966,10 +966,8 @@ def summary_stage(params: Params) -> str:
     lines += [
         "",
         f"MLflow runs and registry: {uri}",
-        "  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri " + uri + " --host 127.0.0.1 --port 5000"
-        "  -> http://127.0.0.1:5000",
-        "  Prefect UI: .venv/bin/prefect server start --host 127.0.0.1 --port 4200  -> http://127.0.0.1:4200",
-        "              then PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/drlrec deploy (scheduled flows)",
+        "  Both UIs:   .venv/bin/drlrec ui   (MLflow UI + Prefect server on free 127.0.0.1 ports; Ctrl-C stops both)",
+        "              then PREFECT_API_URL=<its printed API URL> .venv/bin/drlrec deploy (scheduled flows)",
     ]
     text = "\n".join(lines)
     print(text)

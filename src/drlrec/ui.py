@@ -114,6 +114,7 @@ def start_uis(tracking_uri: str, mlflow_port: int = 0, prefect_port: int = 0, lo
     if mlflow_port == prefect_port:
         raise DrlrecError(f"--mlflow-port and --prefect-port are both {mlflow_port}")
     env = dict(os.environ)
+    env.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))  # the project's Prefect database (git-ignored)
     prefect_url = f"http://{HOST}:{prefect_port}"
     env.update({
         "PREFECT_UI_API_URL": f"{prefect_url}/api",  # what the browser's UI calls (default: port 4200)

@@ -39,6 +39,25 @@ async def _flow_run_details(flow_run_id):
     return flow_run, task_runs, artifacts
 
 
+async def _flow_run_logs(flow_run_id) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async with get_client() as client:
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log.message for log in logs]
+
+
+def progress_lines(flow_run_id, at_least: int, timeout: float = 30.0) -> list[str]:
+    """The flow run's training progress lines as the API holds them (logs reach it in batches)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [m for m in asyncio.run(_flow_run_logs(flow_run_id)) if m.startswith("train (offline): step ")]
+        if len(lines) >= at_least or time.monotonic() > deadline:
+            return lines
+        time.sleep(1)
+
+
 def test_training_flow_completes_and_leaves_a_champion(prefect_harness, tiny_pipeline: Path) -> None:
     from flows.training_flow import training_flow
 
@@ -58,6 +77,12 @@ def test_training_flow_completes_and_leaves_a_champion(prefect_harness, tiny_pip
     assert results["train"]["mlflow_run_id"] in by_key["mlflow-run"].data
     assert "ndcg_at_10" in by_key["metrics"].data
     assert "Promoted" in by_key["registry-gate"].data
+    # no terminal here, so no bar: the train task logs progress lines through Prefect (train.log_every=5
+    # of 40 steps), with the loss, the last validation figure and the ETA
+    lines = progress_lines(state.state_details.flow_run_id, at_least=5)
+    assert len(lines) >= 5, lines
+    assert lines[-1].startswith("train (offline): step 40/40 (100%)") and "td_loss" in lines[-1]
+    assert "last_valid_ndcg_at_10" in lines[-1] and "ETA" in lines[-1]
 
     # a second run on the same data trains the same model: the gate keeps version 1 as champion
     second = training_flow(str(tiny_pipeline), return_state=True).result()

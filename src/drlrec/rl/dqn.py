@@ -25,6 +25,7 @@ from drlrec.distributed import DDPContext
 from drlrec.evaluate import validation_evaluator
 from drlrec.models.base import FIRST_REAL_ITEM, UNKNOWN_ITEM, StateBatch, TrainingData
 from drlrec.models.dqn_lstm import DQNLSTM, QNetwork, TensorStates
+from drlrec.progress import ProgressLog
 from drlrec.rl.optim import Optimizers, clip_grad_norm, each_optimizer, make_optimizer
 from drlrec.rl.replay import PrioritizedSampler, TransitionBatch, UniformSampler, linear_schedule
 from drlrec.rl.target import polyak_update
@@ -420,6 +421,7 @@ def train_offline(
         initial=start - 1,
         total=cfg.steps,
     )
+    progress_log = ProgressLog("train (offline)", cfg.steps, cfg.log_every, enabled=bool(progress and main), start=start - 1)
     steps_this_call = 0
     for step in bar:
         step_started = time.perf_counter()
@@ -450,6 +452,11 @@ def train_offline(
             loss=f"{update.td_loss + cfg.ce_weight * update.ce_loss:.3f}",
             reward=f"{metrics['train/batch_reward']:.2f}",
         )
+        if main:
+            last = result.evaluations[-1] if result.evaluations else {}
+            progress_log.step(step, td_loss=float(update.td_loss), ce_loss=float(update.ce_loss),
+                              last_valid_ndcg_at_10=last.get("valid/ndcg_at_10"),
+                              at_step=last.get("step"))
 
         if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
             scores = evaluate(model) if main else None
@@ -628,6 +635,7 @@ def train_online(
         disable=None if progress else True,
         leave=False,
     )
+    progress_log = ProgressLog("train (online)", rounds, cfg.log_every, enabled=bool(progress), unit="round")
     for round_index in range(1, rounds + 1):
         n = min(cfg.online_envs, cfg.episodes - episodes_done)
         epsilon = linear_schedule(cfg.epsilon_start, cfg.epsilon_end, decay_episodes, episodes_done)
@@ -697,6 +705,10 @@ def train_online(
         )
         if round_index % cfg.online_eval_every == 0 or round_index == rounds:
             greedy_evaluation(round_index)
+        last = result.evaluations[-1] if result.evaluations else {}
+        progress_log.step(round_index, episodes=episodes_done, loss=metrics["train/loss"],
+                          episode_reward=metrics["train/episode_reward"],
+                          last_greedy_return=last.get("online/greedy_return"))
     bar.close()
     # like offline early stopping: keep the weights of the best greedy evaluation (the same seeded sessions
     # every time), which may be the starting weights when training never beat them
