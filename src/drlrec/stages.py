@@ -289,10 +289,20 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
                 fit.train.history, fit.train.evaluations, out / "online_curve.png",
                 f"{title}\nepisode_reward / ctr: training episodes, with epsilon exploration; "
                 f"greedy_return: epsilon 0 on the same {params.train.online_eval_sessions} seeded sessions",
-                eval_metric="online/greedy_return", x_key="episodes",
+                eval_metric="online/greedy_return", x_key="episodes", kept_step=fit.train.best_step,
             )
+            recent = {}
         else:
-            curves = training_curves(fit.train.history, fit.train.evaluations, out / "training_curves.png", title)
+            recent = _recent_items_validation(params, data)  # the no-learning levels on the same events
+            levels = {"popularity": fit.popularity_metrics["valid/ndcg_at_10"], "recent_items": recent["valid/ndcg_at_10"]}
+            hard = params.train.target_update == "hard"
+            curves = training_curves(
+                fit.train.history, fit.train.evaluations, out / "training_curves.png",
+                f"{title}\nvalidation: next item, full ranking, {params.train.eval_max_events:,} seeded events, "
+                f"state {train.seq_len} events",
+                kept_step=fit.train.best_step, baselines=levels,
+                target_update_every=params.train.target_update_every if hard else None,
+            )
         meta = {
             "model": "dqn_lstm",
             "n_items": n_items,
@@ -313,6 +323,7 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
         metrics = {
             **fit.valid_metrics,
             **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()},
+            **{k.replace("valid/", "valid_recent_items/"): v for k, v in recent.items()},
             "mode": params.train.mode,
             "served_head": fit.served_head,
             "steps": fit.train.steps_done,
@@ -345,6 +356,7 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
             {
                 "best/step": fit.train.best_step,
                 **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()},
+                **{k.replace("valid/", "valid_recent_items/"): v for k, v in recent.items()},
                 "train/seconds": fit.seconds,
                 "train/transitions_per_s": fit.train.transitions_per_s,
                 **(
@@ -374,6 +386,15 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
         f"MLflow run {run.run_id} -> {out}"
     )
     return fit
+
+
+def _recent_items_validation(params: Params, data) -> dict[str, float]:
+    """`recent_items` (no learning) on the validation events the DQN-LSTM's evaluations use."""
+    from drlrec.evaluate import validation_evaluator
+    from drlrec.models.recent_items import RecentItems
+
+    evaluate, _ = validation_evaluator(data.valid, params.train.eval_max_events, params.base.seed)
+    return evaluate(RecentItems(data.n_items, data.n_categories, params.baselines).fit(data))
 
 
 def train_baseline_stage(params: Params, name: str, features_dir: str | Path | None = None, out_dir: str | Path | None = None):

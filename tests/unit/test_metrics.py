@@ -116,3 +116,30 @@ def test_popularity_ranks_block_by_block() -> None:
     whole = rank_events(model, states, targets, batch_size=4, item_block=0).ranks
     np.testing.assert_array_equal(rank_events(model, states, targets, batch_size=4, item_block=6).ranks, whole)
     np.testing.assert_array_equal(whole, target_ranks(model.score(states), targets))
+
+
+def test_recent_items_ranks_block_by_block_with_the_same_scores() -> None:
+    """RecentItems hands out [B, block] dense scores from its sparse state matrix (no [B, n_items]): the blocks,
+    the target scores, the ranks and the lists equal the whole-catalogue ones exactly."""
+    from drlrec.config import BaselinesConfig, RecentItemsConfig
+    from drlrec.evaluate import rank_events
+    from drlrec.models.base import StateBatch
+    from drlrec.models.recent_items import RecentItems
+
+    rng = np.random.default_rng(5)
+    cfg = BaselinesConfig(recent_items=RecentItemsConfig(decay=0.9, popularity_prior=0.5))
+    model = RecentItems(60, cfg=cfg).fit_items(rng.integers(2, 60, 500))
+    seq = rng.integers(0, 60, (11, 6))
+    seq[:2, :4] = 0  # padded slots
+    behavior = rng.integers(1, 5, (11, 6))
+    states = StateBatch(seq, np.zeros_like(seq), behavior, np.zeros((11, 6, 20), np.float32), np.zeros((11, 10), np.float32))
+    whole = model.score(states)
+    blocks = model.score_blocks(states)
+    np.testing.assert_array_equal(np.concatenate([blocks.block(lo, min(lo + 7, 60)).numpy() for lo in range(0, 60, 7)], 1), whole)
+    targets = np.where(rng.random(11) < 0.5, seq[:, -1], rng.integers(2, 60, 11))  # half of them in the state
+    np.testing.assert_array_equal(blocks.target_scores(targets), whole[np.arange(11), targets])
+    expected = target_ranks(whole, targets)
+    assert (expected < expected.max()).any() and len(set(expected.tolist())) > 3  # not a degenerate case
+    got = rank_events(model, states, targets, batch_size=4, item_block=7, list_k=5)
+    np.testing.assert_array_equal(got.ranks, expected)
+    np.testing.assert_array_equal(got.lists, top_k(whole, 5)[0])
