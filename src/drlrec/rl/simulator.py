@@ -685,13 +685,14 @@ def plot_calibration(result: CalibrationResult, path: str | Path) -> Path:
     for ax, target in zip(axes, CALIBRATION_TARGETS, strict=True):
         rows = result.table[result.table["target"] == target]
         top = float(max(rows["mean_predicted"].max(), rows["observed_rate"].max(), 1e-6)) * 1.05
-        ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=1)
-        ax.plot(rows["mean_predicted"], rows["observed_rate"], marker="o")
+        ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+        ax.plot(rows["mean_predicted"], rows["observed_rate"], marker="o", label="simulator, one point per decile")
         ax.set_title(target)
-        ax.set_xlabel("mean predicted")
+        ax.set_xlabel("mean predicted probability (decile)")
+        ax.legend(fontsize=7, loc="upper left")
         ax.set_xlim(0, top)
         ax.set_ylim(0, top)
-    axes[0].set_ylabel("observed rate")
+    axes[0].set_ylabel("observed rate in the held-out log")
     fig.suptitle(f"simulator calibration (AUC {result.auc:.3f}, {result.n_events:,} events)")
     fig.tight_layout()
     path = Path(path)
