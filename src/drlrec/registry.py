@@ -24,7 +24,6 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 #: registered-model tag: JSON list of the versions that were champion, oldest first (rollback pops it)
 HISTORY_TAG = "champion_history"
-BUNDLE_ARTIFACT = "bundle"
 
 
 # ---------------------------------------------------------------------------------------------- client
@@ -230,9 +229,18 @@ def register_model(
         "gate_metric": metric,
         **flat,
     }
+    import mlflow
+
+    from drlrec.mlflow_model import log_recommender
+
+    if train_run_id:  # the model object lives in the run that trained it: one place for data, metrics, model
+        with mlflow.start_run(run_id=train_run_id):
+            logged = log_recommender(bundle_dir)
     with start_run("register-dqn_lstm", tracking_uri=tracking_uri, tags={"stage": "register", "model": "dqn_lstm"}) as run:
-        run.log_artifact_dir(bundle_dir, BUNDLE_ARTIFACT)
+        if not train_run_id:
+            logged = log_recommender(bundle_dir)
         run.log_metrics({f"registered/{metric}": challenger_value})
+        run.set_tags({"model_uri": logged.model_uri, "train_run_id": train_run_id or ""})
         from mlflow.exceptions import MlflowException
 
         try:
@@ -241,8 +249,8 @@ def register_model(
             client.create_registered_model(
                 name, description="drlrec DQN-LSTM recommender; @champion serves, @challenger is the newest."
             )
-        source = f"{run.artifact_uri}/{BUNDLE_ARTIFACT}"
-        version = client.create_model_version(name, source, run_id=run.run_id, tags=tags)
+        # an MLflow model (pyfunc: histories -> the service's top-k, with its signature and input example)
+        version = mlflow.register_model(logged.model_uri, name, tags=tags)
         v = str(version.version)
         client.set_registered_model_alias(name, CHALLENGER, v)
         current = _version_by_alias(client, name, CHAMPION)
@@ -353,12 +361,15 @@ def _download_bundle(client, version, device: str = "cpu"):
     from mlflow.artifacts import download_artifacts
 
     from drlrec.bundle import load_bundle
+    from drlrec.mlflow_model import bundle_in
 
     dst = Path(tempfile.mkdtemp(prefix=f"drlrec-v{version.version}-"))
-    local = download_artifacts(artifact_uri=version.source, dst_path=str(dst), tracking_uri=client.tracking_uri)
+    local = download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(dst),
+                               tracking_uri=client.tracking_uri)
     tags = version.tags or {}
     metrics = {k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")}
-    return load_bundle(local, device=device, version=str(version.version), metrics=metrics, run_id=version.run_id)
+    return load_bundle(bundle_in(local), device=device, version=str(version.version), metrics=metrics,
+                       run_id=version.run_id)
 
 
 def load_champion(alias: str = CHAMPION, tracking_uri: str | None = None, device: str = "cpu", name: str = MODEL_NAME):
