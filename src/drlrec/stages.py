@@ -273,6 +273,7 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
     online = params.train.mode == "online"
     with start_run(f"train-dqn_lstm-{params.train.mode}", tags={"model": "dqn_lstm", "stage": "train", "mode": params.train.mode}) as run:
         run.log_params(config)
+        _log_events_input(run, params, "train")
         env = None
         if online:
             _say("train (online): fitting the user simulator on the train split")
@@ -388,6 +389,16 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
     return fit
 
 
+def _log_events_input(run, params: Params, context: str) -> None:
+    """Declare paths.events as the run's input dataset (its md5, as DVC records it), tagged with the raw
+    log's DVC md5 (data.dvc); nothing when there is no events file (a stage run on features alone)."""
+    from drlrec.registry import data_hash
+
+    events = Path(params.paths.events)
+    if events.is_file():
+        run.log_input_file(events, "events", context, tags={"raw_data_dvc_md5": data_hash("data.dvc")})
+
+
 def _recent_items_validation(params: Params, data) -> dict[str, float]:
     """`recent_items` (no learning) on the validation events the DQN-LSTM's evaluations use."""
     from drlrec.evaluate import validation_evaluator
@@ -498,6 +509,8 @@ def evaluate_stage(params: Params, model_name: str = "dqn_lstm", features_dir: s
     """Evaluate one model on the test period with the shared protocol; write metrics.json, a markdown
     table and a bar chart; log them to MLflow. dqn_lstm is read from paths.model (the train stage's
     output); any other model is fitted on the train split first with its budget from params."""
+    import dataclasses
+
     from drlrec.atomic import write_json, write_text
     from drlrec.evaluate import full_table, markdown_table, protocol_text
     from drlrec.plots import metric_bars
@@ -506,7 +519,12 @@ def evaluate_stage(params: Params, model_name: str = "dqn_lstm", features_dir: s
     inputs = _EvalInputs(Path(features_dir or params.paths.features))
     protocol = protocol_text(params.evaluate, params.base.seed)
     reports = Path(params.paths.reports)
-    with start_run(f"evaluate-{model_name}", tags={"model": model_name, "stage": "evaluate"}) as run:
+    from drlrec import runinfo
+
+    train_run = runinfo.train_run_id(params) if model_name == "dqn_lstm" else None
+    with start_run(f"evaluate-{model_name}", tags={"model": model_name, "stage": "evaluate", "train_run_id": train_run or ""}) as run:
+        run.log_params({"model": model_name, "base.seed": params.base.seed, "evaluate": dataclasses.asdict(params.evaluate)})
+        _log_events_input(run, params, "evaluate")
         model = (
             _trained_dqn_lstm(params) if model_name == "dqn_lstm" else _fit_model(params, model_name, inputs)
         )
@@ -782,7 +800,9 @@ def simulate_stage(
     out = Path(out_dir or params.paths.simulator)
     seed = params.base.seed
     k = params.env.k
-    with start_run("simulate", tags={"stage": "simulate"}) as run:
+    from drlrec import runinfo
+
+    with start_run("simulate", tags={"stage": "simulate", "train_run_id": runinfo.train_run_id(params) or ""}) as run:
         run.log_params({
             "simulator": dataclasses.asdict(params.simulator),
             "env": dataclasses.asdict(params.env),

@@ -82,6 +82,23 @@ class RunTracker:
     def log_dict(self, payload: Mapping[str, Any], name: str) -> None:
         self._mlflow.log_dict(dict(payload), name)
 
+    def log_input_file(self, path: str | Path, name: str, context: str, digest: str | None = None,
+                       tags: Mapping[str, Any] | None = None) -> None:
+        """Declare a file as the run's input dataset (MLflow's dataset inputs), with `digest` (default: the
+        file's md5, what DVC records for it) so two runs on the same bytes show the same dataset."""
+        import warnings
+
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        from drlrec.runinfo import file_md5
+
+        with warnings.catch_warnings():  # a local path matches two equivalent source types
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(Path(path).resolve()))
+        dataset = MetaDataset(source, name=name, digest=(digest or file_md5(path))[:36])
+        self._mlflow.log_input(dataset, context=context, tags={k: str(v) for k, v in (tags or {}).items()} or None)
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
 

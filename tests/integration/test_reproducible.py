@@ -109,8 +109,16 @@ def test_two_copies_write_identical_dvc_outputs(tmp_path: Path, monkeypatch: pyt
 
     from mlflow.tracking import MlflowClient
 
-    logged = MlflowClient(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}").get_run(
-        runinfo.read(params, "evaluate")["mlflow_run_id"]).data.metrics
+    client = MlflowClient(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}")
+    evaluate_run = client.get_run(runinfo.read(params, "evaluate")["mlflow_run_id"])
+    logged = evaluate_run.data.metrics
+    # lineage: the evaluate run names its train run, and both declare the events file (its DVC md5)
+    train_run = client.get_run(runinfo.train_run_id(params))
+    assert evaluate_run.data.tags["train_run_id"] == train_run.info.run_id
+    assert evaluate_run.data.params["evaluate.bootstrap"] == "20"
+    events_md5 = runinfo.file_md5(tmp_path / "b" / params.paths.events)
+    for run in (train_run, evaluate_run):
+        assert [(d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs] == [("events", events_md5)]
     saved = json.loads((tmp_path / "b" / params.paths.metrics).read_text())["metrics"]["next_item"]["ndcg_at_10"]
     assert [logged[f"test/next_item/ndcg_at_10{s}"] for s in ("", "_ci_low", "_ci_high")] == pytest.approx(
         [saved["value"], saved["ci_low"], saved["ci_high"]])
