@@ -235,3 +235,63 @@ def test_training_flow_runs_the_data_stages_per_partition_on_dask(prefect_harnes
     single_train = load_split(params.paths.features, "train")
     for name in STORED_FIELDS:
         np.testing.assert_array_equal(getattr(partitioned_train, name), getattr(single_train, name), err_msg=name)
+
+
+def test_a_served_deployment_stopped_with_sigterm_leaves_no_run_running(tiny_pipeline: Path, tmp_path: Path) -> None:
+    """`drlrec deploy --run-now` against a real server, SIGTERM (by PID) while the train task runs: the flow
+    run ends Cancelled (or Crashed) and no task run of it stays Running."""
+    import httpx
+    import yaml
+
+    raw = yaml.safe_load(tiny_pipeline.read_text())
+    raw["train"]["steps"] = 200_000  # still training when the signal comes
+    tiny_pipeline.write_text(yaml.safe_dump(raw, sort_keys=False))
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    bin_dir = Path(sys.executable).parent
+    server_log = open(tmp_path / "prefect-server.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
+    deploy = None
+    try:
+        _wait_healthy(api, server)
+        deploy_log = open(tmp_path / "deploy.log", "wb")  # noqa: SIM115
+        deploy = subprocess.Popen([str(bin_dir / "drlrec"), "deploy", "--run-now", "--params", str(tiny_pipeline)],
+                                  env={**env, "PREFECT_API_URL": api}, stdout=deploy_log, stderr=subprocess.STDOUT,
+                                  cwd=tmp_path, start_new_session=True)
+
+        def train_task():
+            tasks = httpx.post(f"{api}/task_runs/filter", json={"limit": 50}, timeout=10).json()
+            return next((t for t in tasks if t["name"].startswith("train")), None)
+
+        deadline = time.monotonic() + 300
+        while (task := train_task()) is None or task["state_type"] != "RUNNING":
+            assert deploy.poll() is None, (tmp_path / "deploy.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the train task never started"
+            time.sleep(1)
+        time.sleep(3)  # a few steps into training
+        deploy.send_signal(signal.SIGTERM)  # by PID
+        deploy.wait(90)
+
+        flow_run = httpx.get(f"{api}/flow_runs/{task['flow_run_id']}", timeout=10).json()
+        assert flow_run["state_type"] in ("CANCELLED", "CRASHED"), flow_run["state"]
+        tasks = httpx.post(f"{api}/task_runs/filter",
+                           json={"flow_runs": {"id": {"any_": [flow_run["id"]]}}}, timeout=10).json()
+        assert not [t["name"] for t in tasks if t["state_type"] in ("RUNNING", "PENDING")]
+        assert train_task()["state_type"] in ("CRASHED", "CANCELLED", "FAILED")
+        if flow_run["state_type"] == "CANCELLED":  # marked by drlrec deploy on its way out, with the reason
+            assert "drlrec deploy stopped (SIGTERM)" in flow_run["state"]["message"]
+            assert f"cancelled: {flow_run['id']}" in (tmp_path / "deploy.log").read_text()
+    finally:
+        for proc in (deploy, server):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+        server_log.close()
