@@ -9,7 +9,7 @@ import torch
 from drlrec.config import AnnConfig, ModelConfig
 from drlrec.models.base import FIRST_REAL_ITEM, StateBatch
 from drlrec.models.dqn_lstm import DQNLSTM
-from drlrec.serving.ann import AnnIndex, FullScan, make_retriever
+from drlrec.serving.ann import AnnIndex, FullScan, make_retriever, scan_table
 
 N_ITEMS, SEQ_LEN, BATCH = 5000, 10, 12
 
@@ -54,6 +54,8 @@ def model(request) -> DQNLSTM:
 def test_exhaustive_retrieval_returns_the_exact_top_k(model, retrieval):
     states = _states()
     retriever = FullScan(model) if retrieval == "scan" else AnnIndex(model, AnnConfig(index="flat"))
+    # the default model ties a 64-d item embedding through a widening projection: scan reads the 64-d table
+    assert scan_table(model.network, model.score_with).vectors.shape[1] == model.network.item_embedding.embedding_dim
     exact_items, exact_scores = model.recommend(states, 10)
     items, scores = retriever.recommend(states, 10)
     np.testing.assert_array_equal(items, exact_items)
