@@ -42,9 +42,8 @@ from drlrec.config import FeaturizeConfig, MonitorConfig
 from drlrec.errors import InputError
 from drlrec.features.profile import PROFILE_FEATURES, user_profiles
 from drlrec.features.users import user_index
-from drlrec.schema import BEHAVIOR_CODE, BEHAVIORS, RAW_COLUMNS
+from drlrec.schema import BEHAVIOR_CODE, BEHAVIORS, LOCAL_UTC_OFFSET_S, RAW_COLUMNS
 
-LOCAL_UTC_OFFSET_S = 8 * 3600
 _DAY = 86400
 OTHER = "other"
 CATEGORICAL_COLUMNS: tuple[str, ...] = ("behavior", "category", "hour", "item_unknown")

@@ -20,6 +20,10 @@ HEADER_ALIASES: dict[str, str] = {
 }
 
 #: Behaviours in code order: the int8 code of a behaviour is its index here.
+#: The Taobao log's clock is UTC+8 (Beijing): local days, hours and day/night shares are measured in it.
+LOCAL_UTC_OFFSET_S: int = 8 * 3600
+LOCAL_TZ_NAME = "UTC+8"
+
 BEHAVIORS: tuple[str, ...] = ("pv", "cart", "fav", "buy")
 BEHAVIOR_CODE: dict[str, int] = {name: code for code, name in enumerate(BEHAVIORS)}
 PV, CART, FAV, BUY = (BEHAVIOR_CODE[b] for b in BEHAVIORS)

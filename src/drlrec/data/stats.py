@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 
 from drlrec.schema import BEHAVIORS, BUY, CART, EVENT_COLUMNS, FAV, PV
+from drlrec.schema import LOCAL_UTC_OFFSET_S
 
 #: Seconds of inactivity that end a session (the usual 30 minutes).
 SESSION_GAP_S = 1800
-#: The Taobao log's local time is UTC+8; day/night shares are measured in it.
-LOCAL_UTC_OFFSET_S = 8 * 3600
 _QUANTILES: tuple[tuple[str, float], ...] = (
     ("p25", 0.25),
     ("median", 0.5),

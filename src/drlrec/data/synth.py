@@ -38,7 +38,7 @@ from drlrec.atomic import atomic_path
 from drlrec.config import DriftConfig, SynthConfig
 from drlrec.data.stats import profile_log
 from drlrec.errors import ConfigError, InputError
-from drlrec.schema import BEHAVIORS, BUY, CART, EVENTS_SCHEMA, PV, RAW_COLUMNS
+from drlrec.schema import BEHAVIORS, BUY, CART, EVENTS_SCHEMA, LOCAL_UTC_OFFSET_S, PV, RAW_COLUMNS
 
 #: Users generated per chunk: bounds memory (about 5M events) and is the progress-bar step.
 CHUNK_USERS = 50_000
@@ -49,7 +49,6 @@ HOURLY_ACTIVITY: tuple[float, ...] = (
     3.0, 1.3, 0.5, 0.25, 0.25, 0.4, 1.0, 2.2, 3.2, 3.8, 4.4, 4.6,
     4.5, 4.6, 4.8, 4.9, 4.9, 4.6, 4.5, 5.4, 6.6, 7.2, 6.9, 5.0,
 )  # fmt: skip
-LOCAL_UTC_OFFSET_S = 8 * 3600
 #: gzip level of `.gz` output: the gzip tool's default (level 9 is 3x slower for a few % smaller files).
 GZIP_LEVEL = 6
 #: Log-space spread of the gaps between events inside a session (the real log: median 56 s, mean 140 s).

@@ -8,12 +8,13 @@ from typing import NamedTuple
 import numpy as np
 
 from drlrec.config import FeaturizeConfig
+from drlrec.schema import LOCAL_UTC_OFFSET_S
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 TRAIN, VALID, TEST = range(len(SPLITS))
 _SECONDS_PER_DAY = 86400
 # The Taobao window is defined in China Standard Time; reports show boundaries there.
-_UTC8 = timezone(timedelta(hours=8))
+_UTC8 = timezone(timedelta(seconds=LOCAL_UTC_OFFSET_S))
 
 
 class SplitBoundaries(NamedTuple):
