@@ -253,6 +253,7 @@ def monitoring_cycle(
     the debounce (default: time.time()); `step(name, fn, *args, io=...)` runs one step (Prefect task in
     the flow); `track` logs to MLflow."""
     from drlrec import monitoring
+    from drlrec.data.logs import read_interactions
 
     overrides = list(overrides or [])
     now = time.time() if now is None else float(now)
@@ -263,7 +264,7 @@ def monitoring_cycle(
     active = overrides + list(state.get("training_overrides", []))
     params = load_params(params_path, tuple(active))
 
-    log_events = step("load-log", monitoring.read_interactions, current or params.paths.interactions, io=True)
+    log_events = step("load-log", read_interactions, current or params.paths.interactions, io=True)
     window = monitoring.window_of(log_events, params.monitor.window_days if window_days is None else window_days)
     run, folder, champion = step("drift-report", monitoring.monitor_window, params, window)
     result = run.result.to_dict()

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"API ready at {url}: {httpx.get(f'{url}/health', timeout=5).json()}")
         say("4/6 shifted period", f"drlrec synth --drift ({params.drift}), replayed through POST /interaction")
         shifted = synth_stage(params, out=root / "artifacts" / "shifted.csv", drift=True)
-        from drlrec.monitoring import read_interactions
+        from drlrec.data.logs import read_interactions
 
         events = sort_events(read_interactions(shifted))
         counts = replay(url, env["DRLREC_API_TOKEN"], events)

@@ -39,10 +39,11 @@ import pandas as pd
 
 from drlrec.atomic import atomic_path, write_json, write_text
 from drlrec.config import FeaturizeConfig, MonitorConfig
+from drlrec.data.logs import read_exposures, read_interactions, sort_events
 from drlrec.errors import InputError
 from drlrec.features.profile import PROFILE_FEATURES, user_profiles
 from drlrec.features.users import user_index
-from drlrec.schema import BEHAVIOR_CODE, BEHAVIORS, LOCAL_UTC_OFFSET_S, RAW_COLUMNS
+from drlrec.schema import BEHAVIORS, LOCAL_UTC_OFFSET_S
 
 _DAY = 86400
 OTHER = "other"
@@ -109,68 +110,6 @@ class MonitorResult:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-
-
-def read_interactions(path: str | Path) -> pd.DataFrame:
-    """Read an interaction log or raw batch (raw schema, with or without header, extra columns such as
-    `variant` ignored) into typed events sorted by user then time. Rows with an unknown behaviour or a
-    non-integer field are dropped; a file with no usable row is an InputError."""
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such interaction log")
-    with open(path, "rb") as fh:
-        first = fh.readline().decode("utf-8", "replace").strip().lstrip("\ufeff")
-    if not first:
-        raise InputError(f"{path}: interaction log is empty")
-    has_header = not first.split(",", 1)[0].strip().strip('"').lstrip("-").isdigit()
-    names = [n.strip().strip('"').lower() for n in first.split(",")] if has_header else None
-    if names is not None:
-        names = ["behavior_type" if n in ("behavior", "behaviour") else n for n in names]
-        missing = [c for c in RAW_COLUMNS if c not in names]
-        if missing:
-            raise InputError(f"{path}: header lacks {', '.join(missing)} (expected {', '.join(RAW_COLUMNS)})")
-    else:
-        n_fields = first.count(",") + 1
-        if n_fields < len(RAW_COLUMNS):
-            raise InputError(f"{path}: {n_fields} fields per row; expected {', '.join(RAW_COLUMNS)}")
-        names = list(RAW_COLUMNS) + [f"extra_{i}" for i in range(n_fields - len(RAW_COLUMNS))]
-    try:
-        table = pa_csv.read_csv(
-            path,
-            read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0),
-            convert_options=pa_csv.ConvertOptions(
-                include_columns=list(RAW_COLUMNS), column_types={c: pa.string() for c in RAW_COLUMNS}
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        raise InputError(f"{path}: not a CSV interaction log ({str(exc).splitlines()[0]})") from exc
-    frame = table.to_pandas()
-    ids = {c: pd.to_numeric(frame[c], errors="coerce") for c in ("user_id", "item_id", "category_id", "timestamp")}
-    behavior = frame["behavior_type"].str.strip().str.lower().map(BEHAVIOR_CODE)
-    ok = behavior.notna()
-    for values in ids.values():
-        ok &= values.notna()
-    if not ok.any():
-        raise InputError(f"{path}: no valid interaction rows")
-    events = pd.DataFrame(
-        {
-            "user_id": ids["user_id"][ok].astype(np.int64).to_numpy(),
-            "item_id": ids["item_id"][ok].astype(np.int64).to_numpy(),
-            "category_id": ids["category_id"][ok].astype(np.int64).to_numpy(),
-            "behavior": behavior[ok].astype(np.int8).to_numpy(),
-            "timestamp": ids["timestamp"][ok].astype(np.int64).to_numpy(),
-        }
-    )
-    return sort_events(events)
-
-
-def sort_events(events: pd.DataFrame) -> pd.DataFrame:
-    """Events sorted by user then time (stable), with a fresh index."""
-    order = np.lexsort((events["timestamp"].to_numpy(), events["user_id"].to_numpy()))
-    return events.iloc[order].reset_index(drop=True)
 
 
 def window_of(events: pd.DataFrame, window_days: float) -> pd.DataFrame:
@@ -648,15 +587,6 @@ def champion_context(params, tracking_uri: str | None = None, use_registry: bool
         if entry is not None:
             offline_hr = float(entry["value"] if isinstance(entry, dict) else entry)
     return ChampionContext(Vocab.load(vocab_path).raw_ids, offline_hr, str(vocab_path))
-
-
-def read_exposures(path: str | Path) -> pd.DataFrame | None:
-    """The serving API's exposure log (header row; `items` space-separated); None when absent or empty."""
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        return None
-    frame = pd.read_csv(path, dtype={"items": str}, keep_default_na=False, on_bad_lines="skip")
-    return frame if len(frame) else None
 
 
 def load_window(params, current: str | Path | None = None, window_days: float | None = None) -> pd.DataFrame:

@@ -154,8 +154,7 @@ def test_lru_evicts_and_expires():
 
 
 def test_interaction_log_cuts_a_torn_last_line(tmp_path):
-    from drlrec.serving.abtest import read_interactions
-    from drlrec.serving.eventlog import InteractionLog
+    from drlrec.data.logs import InteractionLog, read_interactions
 
     path = tmp_path / "log.csv"
     path.write_bytes(b"1,2,3,pv,100\n4,5,6,bu")

@@ -14,7 +14,7 @@ import pytest
 
 from drlrec import monitoring
 from drlrec.config import DriftConfig, FeaturizeConfig, MonitorConfig, SynthConfig
-from drlrec.data import synth
+from drlrec.data import logs, synth
 from drlrec.errors import InputError
 
 SEED = 11
@@ -110,20 +110,20 @@ def test_online_quality_and_prediction_drift_from_serving_logs(world: dict) -> N
 def test_read_interactions_takes_the_serving_log_and_rejects_bad_files(tmp_path: Path) -> None:
     log = tmp_path / "interactions.csv"
     log.write_text("5,10,3,pv,1512400000\n5,11,3,buy,1512400100\n6,12,4,oops,1512400200\n4,13,4,cart,1512400050\n")
-    events = monitoring.read_interactions(log)
+    events = logs.read_interactions(log)
     assert events["user_id"].tolist() == [4, 5, 5]  # unknown behaviour dropped, sorted by user then time
     assert events["behavior"].tolist() == [1, 0, 3]
     headered = tmp_path / "with_variant.csv"
     headered.write_text("user_id,item_id,category_id,behavior_type,timestamp,variant\n1,2,3,fav,1512400000,champion\n")
-    assert monitoring.read_interactions(headered)["behavior"].tolist() == [2]
+    assert logs.read_interactions(headered)["behavior"].tolist() == [2]
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(InputError, match="empty"):
-        monitoring.read_interactions(tmp_path / "empty.csv")
+        logs.read_interactions(tmp_path / "empty.csv")
     with pytest.raises(InputError, match="no such"):
-        monitoring.read_interactions(tmp_path / "absent.csv")
+        logs.read_interactions(tmp_path / "absent.csv")
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="header lacks"):
-        monitoring.read_interactions(tmp_path / "other.csv")
+        logs.read_interactions(tmp_path / "other.csv")
 
 
 def test_small_window_is_not_judged(world: dict) -> None:
@@ -204,7 +204,7 @@ def test_cycle_with_drift_retrains_once_then_debounces(project: dict) -> None:
     assert first["result"]["drift"] and first["action"] == "retrained"
     assert len(training.calls) == 1
     # the raw data grew by the window's interactions; the retrain's window slid to end after them
-    window = monitoring.read_interactions(day1)
+    window = logs.read_interactions(day1)
     assert first["appended"]["rows"] == len(window)
     assert len(project["raw"].read_text().splitlines()) == rows_before + len(window)
     end = SYNTH.start + (SYNTH.days + 1) * 86400
@@ -223,7 +223,7 @@ def test_cycle_with_drift_retrains_once_then_debounces(project: dict) -> None:
     later = run(1e9 + 25 * 3600, four_days)
     assert later["action"] == "retrained" and len(training.calls) == 2
     # every logged interaction newer than the last append, not only the reported window
-    assert later["appended"]["rows"] == len(monitoring.read_interactions(four_days)) - len(window)
+    assert later["appended"]["rows"] == len(logs.read_interactions(four_days)) - len(window)
     assert training.calls[1][1] == f"ingest.window_end={end + 3 * 86400}"
 
 

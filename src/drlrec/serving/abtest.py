@@ -19,12 +19,10 @@ import numpy as np
 import pandas as pd
 
 from drlrec.config import ABConfig, VariantConfig
-from drlrec.errors import ConfigError, InputError
-from drlrec.schema import RAW_COLUMNS
+from drlrec.data.logs import read_exposures, read_interactions
+from drlrec.errors import ConfigError
+from drlrec.schema import BUY
 
-EXPOSURE_COLUMNS: tuple[str, ...] = (
-    "served_at", "user_id", "variant", "alias", "model_version", "fallback", "cached", "items",
-)
 _BUCKETS = 10_000
 
 
@@ -118,34 +116,6 @@ def srm_check(observed: list[int], expected_share: list[float], alpha: float) ->
 # ------------------------------------------------------------------------------------------------ logs
 
 
-def read_exposures(path: str | Path) -> pd.DataFrame:
-    """The exposure log (header row + one row per served list); an absent file is an empty log."""
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in EXPOSURE_COLUMNS})
-    frame = pd.read_csv(path, dtype={"variant": str, "alias": str, "model_version": str, "fallback": str,
-                                     "items": str}, keep_default_na=False, on_bad_lines="skip")
-    missing = [c for c in EXPOSURE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise InputError(f"{path}: not an exposure log (missing columns {', '.join(missing)})")
-    frame["served_at"] = pd.to_numeric(frame["served_at"], errors="coerce")
-    frame["user_id"] = pd.to_numeric(frame["user_id"], errors="coerce")
-    return frame.dropna(subset=["served_at", "user_id"]).astype({"user_id": np.int64})
-
-
-def read_interactions(path: str | Path) -> pd.DataFrame:
-    """The interaction log (header-less raw schema); an absent file is an empty log. A torn last line
-    (no newline after a crash) is skipped."""
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        return pd.DataFrame({c: pd.Series(dtype=np.int64) for c in RAW_COLUMNS})
-    frame = pd.read_csv(path, header=None, names=list(RAW_COLUMNS), dtype=str, on_bad_lines="skip")
-    for col in ("user_id", "item_id", "category_id", "timestamp"):
-        frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    frame = frame.dropna()
-    return frame.astype({"user_id": np.int64, "item_id": np.int64, "category_id": np.int64, "timestamp": np.int64})
-
-
 def attribute(exposures: pd.DataFrame, interactions: pd.DataFrame) -> pd.DataFrame:
     """Exposures with `clicked` and `converted` flags (see the module doc). Vectorized: the exposures are
     exploded to (user, item, time) rows and each interaction finds its latest one with merge_asof."""
@@ -162,7 +132,7 @@ def attribute(exposures: pd.DataFrame, interactions: pd.DataFrame) -> pd.DataFra
     shown = shown.dropna(subset=["item_id"]).astype({"item_id": np.int64})
     # served_at is float seconds, interaction timestamps whole seconds: compare at whole seconds
     shown["t"] = np.floor(shown["served_at"].to_numpy(dtype=float)).astype(np.int64)
-    acts = interactions[["user_id", "item_id", "behavior_type", "timestamp"]].rename(columns={"timestamp": "t"})
+    acts = interactions[["user_id", "item_id", "behavior", "timestamp"]].rename(columns={"timestamp": "t"})
     acts = acts.astype({"t": np.int64}).sort_values("t", kind="stable")
     shown = shown.sort_values(["t", "exposure"], kind="stable")
     matched = pd.merge_asof(
@@ -171,7 +141,7 @@ def attribute(exposures: pd.DataFrame, interactions: pd.DataFrame) -> pd.DataFra
     ).dropna(subset=["exposure"])
     exposure = matched["exposure"].astype(np.int64).to_numpy()
     out.loc[np.unique(exposure), "clicked"] = True
-    bought = exposure[matched["behavior_type"].to_numpy() == "buy"]
+    bought = exposure[matched["behavior"].to_numpy() == BUY]
     out.loc[np.unique(bought), "converted"] = True
     return out
 
@@ -276,7 +246,7 @@ def ab_report_stage(params, out: str | Path | None = None) -> dict[str, Any]:
     """`drlrec ab report`: read paths.exposures and paths.interactions, print the table, write the JSON."""
     from drlrec.atomic import write_json
 
-    report = ab_report(read_exposures(params.paths.exposures), read_interactions(params.paths.interactions), params.ab)
+    report = ab_report(read_exposures(params.paths.exposures), read_interactions(params.paths.interactions, missing_ok=True), params.ab)
     print(format_report(report))
     target = Path(out or params.paths.ab_report)
     write_json(target, report)

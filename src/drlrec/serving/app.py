@@ -286,13 +286,14 @@ def create_app(
 
     @app.get("/ab/results")
     async def ab_results(service: ServiceDep) -> dict[str, Any]:
-        from drlrec.serving.abtest import ab_report, read_exposures, read_interactions
+        from drlrec.data.logs import read_exposures, read_interactions
+        from drlrec.serving.abtest import ab_report
 
         def build() -> dict[str, Any]:
             if not service.ab.enabled:
                 raise BadRequest("the A/B test is off (ab.enabled: false)")
             return ab_report(read_exposures(service.params.paths.exposures),
-                             read_interactions(service.params.paths.interactions), service.ab)
+                             read_interactions(service.params.paths.interactions, missing_ok=True), service.ab)
 
         return await run_in_threadpool(build)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from drlrec.config import Params, VariantConfig
+from drlrec.data.logs import ExposureLog, InteractionLog
 from drlrec.schema import BEHAVIOR_CODE
 from drlrec.serving.abtest import assign_variant, check_ab_config
 from drlrec.serving.cache import CircuitBreaker, RedisBackend, TopKCache
-from drlrec.serving.eventlog import ExposureLog, InteractionLog
 from drlrec.serving.metrics import ServiceMetrics
 from drlrec.serving.models import DynamicBatcher, ModelSource, ModelStore
 from drlrec.serving.recommender import Ranked

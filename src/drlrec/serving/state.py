@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from drlrec.schema import BEHAVIOR_CODE
 from drlrec.serving.cache import RedisBackend
 
 
@@ -91,7 +90,7 @@ def load_base_histories(events_path: str | Path, log_path: str | Path | None, ke
     """The users' last `keep` events at the end of events.parquet followed by the interaction log."""
     import pyarrow.parquet as pq
 
-    from drlrec.serving.abtest import read_interactions
+    from drlrec.data.logs import read_interactions
 
     columns = ["user_id", "item_id", "category_id", "behavior", "timestamp"]
     parts = []
@@ -100,15 +99,9 @@ def load_base_histories(events_path: str | Path, log_path: str | Path | None, ke
         table = pq.read_table(events_path, columns=columns)
         parts.append({c: table.column(c).to_numpy() for c in columns})
     if log_path is not None:
-        logged = read_interactions(log_path)
+        logged = read_interactions(log_path, missing_ok=True)
         if len(logged):
-            codes = logged["behavior_type"].map(BEHAVIOR_CODE)
-            logged = logged[codes.notna()]
-            parts.append({
-                "user_id": logged["user_id"].to_numpy(), "item_id": logged["item_id"].to_numpy(),
-                "category_id": logged["category_id"].to_numpy(),
-                "behavior": codes[codes.notna()].to_numpy(dtype=np.int8), "timestamp": logged["timestamp"].to_numpy(),
-            })
+            parts.append({c: logged[c].to_numpy() for c in columns})
     if not parts:
         parts.append({c: np.zeros(0, dtype=np.int64) for c in columns})
     cols = {c: np.concatenate([np.asarray(p[c]) for p in parts]) for c in columns}
