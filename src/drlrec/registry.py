@@ -14,6 +14,7 @@ import hashlib
 import json
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,42 +157,22 @@ def gate(challenger: float, champion: float | None, margin: float) -> tuple[bool
     return False, f"challenger {challenger:.6f} does not beat champion {champion:.6f} by {margin:g}"
 
 
-def _champion_metric_on(client, params, champion, split_id: str, metric: str) -> tuple[float, str]:
+def _champion_metric_on(client, params, champion, split_id: str, metric: str, reevaluate) -> tuple[float, str]:
     """The champion's gate metric on the challenger's evaluation split: its recorded figure when it was
-    evaluated on the same split, else a fresh evaluation of its bundle on the current events."""
+    evaluated on the same split, else `reevaluate(its bundle)` (a metrics payload on the current events:
+    the evaluation code's, drlrec.evaluate.evaluate_bundle; this module only talks to the registry)."""
     tags = champion.tags or {}
     if tags.get("eval_split") == split_id and f"metric.{metric}" in tags:
         return float(tags[f"metric.{metric}"]), "recorded (same split)"
     if not params.register.reevaluate_champion and f"metric.{metric}" in tags:
         return float(tags[f"metric.{metric}"]), "recorded (other split; reevaluate_champion is false)"
+    if reevaluate is None:
+        raise RegistryError(
+            f"champion v{champion.version} was evaluated on another split: comparing it needs an evaluator "
+            "(register_model(..., reevaluate=...); the register stage passes drlrec.evaluate.evaluate_bundle)"
+        )
     bundle = _download_bundle(client, champion)
-    return metric_value(evaluate_bundle(bundle, params), metric), "re-evaluated on the challenger's split"
-
-
-def evaluate_bundle(bundle, params) -> dict[str, Any]:
-    """Evaluate a bundle's model on the current events' test split, featurized with the bundle's own
-    vocabularies and statistics (what the model would see in production). Returns a metrics payload."""
-    import dataclasses
-
-    import numpy as np
-
-    from drlrec.evaluate import evaluate_model
-    from drlrec.features.featurize import build_transitions, featurize, load_events
-    from drlrec.models.base import item_category_map
-
-    # the split boundaries follow the current params; the state definition follows the bundle
-    cfg = dataclasses.replace(
-        bundle.featurize, train_days=params.featurize.train_days, valid_days=params.featurize.valid_days
-    )
-    result = featurize(load_events(params.paths.events), cfg, params.ingest.window_start, fitted=bundle.globals)
-    train, valid, test = (build_transitions(result, s) for s in ("train", "valid", "test"))
-    n_items = bundle.item_vocab.size
-    item_category = item_category_map([train, valid, test], n_items)
-    evaluation = evaluate_model(
-        bundle.model, test, [train, valid], item_category, np.asarray(bundle.popularity)[:n_items],
-        params.evaluate, seed=params.base.seed, name="champion", progress=False,
-    )
-    return evaluation.to_dict()
+    return metric_value(reevaluate(bundle), metric), "re-evaluated on the challenger's split"
 
 
 # ---------------------------------------------------------------------------------------------- register
@@ -205,8 +186,10 @@ def register_model(
     train_run_id: str | None = None,
     tracking_uri: str | None = None,
     project_root: str | Path = ".",
+    reevaluate: Callable[[Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Register the bundle as a new version with @challenger, run the gate, and return the decision."""
+    """Register the bundle as a new version with @challenger, run the gate, and return the decision.
+    `reevaluate(champion bundle) -> metrics payload` scores a champion evaluated on another split."""
     from drlrec.config import params_to_dict
     from drlrec.tracking import start_run
 
@@ -249,16 +232,17 @@ def register_model(
             client.create_registered_model(
                 name, description="drlrec DQN-LSTM recommender; @champion serves, @challenger is the newest."
             )
-        # an MLflow model (pyfunc: histories -> the service's top-k, with its signature and input example)
-        version = mlflow.register_model(logged.model_uri, name, tags=tags)
-        v = str(version.version)
-        client.set_registered_model_alias(name, CHALLENGER, v)
+        # the champion's figure first: a failure there (no evaluator, a broken champion) registers nothing
         current = _version_by_alias(client, name, CHAMPION)
         if current is None:
             champion_value, how, champion_version = None, "none", None
         else:
             champion_version = str(current.version)
-            champion_value, how = _champion_metric_on(client, params, current, split_id, metric)
+            champion_value, how = _champion_metric_on(client, params, current, split_id, metric, reevaluate)
+        # an MLflow model (pyfunc: histories -> the service's top-k, with its signature and input example)
+        version = mlflow.register_model(logged.model_uri, name, tags=tags)
+        v = str(version.version)
+        client.set_registered_model_alias(name, CHALLENGER, v)
         promote, reason = gate(challenger_value, champion_value, params.register.margin)
         decision = {
             "model_name": name,

@@ -920,6 +920,7 @@ def register_stage(params: Params, tracking_uri: str | None = None) -> dict[str,
     from drlrec.atomic import write_json
     from drlrec.bundle import write_bundle
     from drlrec.errors import InputError
+    from drlrec.evaluate import evaluate_bundle
     from drlrec.registry import evaluation_split_id, register_model
 
     metrics_path = Path(params.paths.metrics)
@@ -941,6 +942,7 @@ def register_stage(params: Params, tracking_uri: str | None = None) -> dict[str,
         split_id=evaluation_split_id(params.paths.events, params),
         train_run_id=train_run_id,
         tracking_uri=tracking_uri,
+        reevaluate=lambda champion: evaluate_bundle(champion, params),
     )
     write_json(params.paths.registry, decision)
     champ = decision["champion_value"]

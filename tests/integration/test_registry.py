@@ -145,7 +145,13 @@ def test_champion_from_another_split_is_reevaluated_on_the_challengers_split(tra
     champion's bundle again on the current events and compares with that figure instead."""
     params, bundle, metrics, _ = trained
     registry.register_model(params, bundle, _with_metric(metrics, 0.9), split_id="old", tracking_uri=store)
-    decision = registry.register_model(params, bundle, metrics, split_id="new", tracking_uri=store)
+    from drlrec.evaluate import evaluate_bundle
+
+    with pytest.raises(RegistryError, match="needs an evaluator"):  # the registry itself never evaluates
+        registry.register_model(params, bundle, metrics, split_id="new", tracking_uri=store)
+    assert registry.alias_version("challenger", store) == "1"  # and the failed call registered nothing
+    decision = registry.register_model(params, bundle, metrics, split_id="new", tracking_uri=store,
+                                       reevaluate=lambda champion: evaluate_bundle(champion, params))
     assert decision["champion_value_source"] == "re-evaluated on the challenger's split"
     # the same model re-featurized with its own vocabularies scores what the evaluate stage measured
     actual = metrics["metrics"]["next_item"]["ndcg_at_10"]["value"]
