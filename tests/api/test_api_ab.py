@@ -28,6 +28,7 @@ def test_assignment_is_deterministic_and_follows_the_split():
 
 def test_report_statistics_on_known_logs():
     from drlrec.config import ABConfig, VariantConfig
+    from drlrec.schema import BEHAVIOR_CODE
     from drlrec.serving.abtest import ab_report, two_proportion_z, wilson_interval
 
     z, p = two_proportion_z(100, 1000, 150, 1000)
@@ -41,7 +42,8 @@ def test_report_statistics_on_known_logs():
         "model_version": "1", "fallback": "", "cached": 0, "items": "7 8 9",
     })
     clicks = pd.DataFrame({"user_id": [0, 1, 300, 301, 302, 5], "item_id": [8, 9, 7, 7, 99, 8],
-                           "category_id": 1, "behavior_type": ["pv", "buy", "pv", "buy", "pv", "pv"],
+                           "category_id": 1,  # typed as drlrec.data.logs.read_interactions returns them
+                           "behavior": [BEHAVIOR_CODE[b] for b in ("pv", "buy", "pv", "buy", "pv", "pv")],
                            "timestamp": [101, 100, 100, 200, 100, 99]})
     report = ab_report(exposures, clicks, cfg)
     a, b = report["variants"]["a"], report["variants"]["b"]
