@@ -517,7 +517,7 @@ class GRU4RecConfig:
 
     Trained on whole user sequences, every position supervised (drlrec.models.next_item)."""
 
-    item_dim: int = 64
+    item_dim: int = 32
     """Item embedding size (input side)."""
     category_dim: int = 16
     """Category embedding size (input side)."""
@@ -525,17 +525,17 @@ class GRU4RecConfig:
     """Behaviour embedding size."""
     hidden: int = 128
     """GRU hidden size, also the size of the item and category output vectors."""
-    dropout: float = 0.1
+    dropout: float = 0.0801745
     """Dropout on the GRU inputs (the embeddings)."""
-    hidden_dropout: float = 0.1
+    hidden_dropout: float = 0.495801
     """Dropout on the GRU outputs, before the output layer."""
     max_len: int = 50
     """Training chunk length: each user's train sequence is cut into chunks of max_len + 1 events."""
     max_epochs: int = 10
     """Budget: passes over all training chunks."""
-    batch_size: int = 64
+    batch_size: int = 32
     """Chunks per gradient step (each contributes up to max_len next-item targets)."""
-    lr: float = 0.002
+    lr: float = 0.00506224
     """Adam learning rate."""
     loss: Literal["full", "sampled"] = "full"
     """`full`: cross-entropy over every item when batch_size x max_len x n_items <= max_logits, else
@@ -549,7 +549,7 @@ class GRU4RecConfig:
     negative_alpha: float = 0.5
     """Sampled softmax: negatives are drawn with probability ∝ train count ** negative_alpha (0 uniform,
     1 popularity); logits are corrected by log(candidates x probability)."""
-    unknown_dropout: float = 0.1
+    unknown_dropout: float = 0.263395
     """Share of input items replaced by UNKNOWN (index 1) in training, so unknown state items are learned."""
     eval_every: int = 1
     """Epochs between validation evaluations (NDCG@10, full ranking) for early stopping."""
@@ -573,13 +573,13 @@ class SASRecConfig:
 
     Trained on whole user sequences, every position supervised (drlrec.models.next_item)."""
 
-    dim: int = 64
+    dim: int = 32
     """Embedding and hidden size."""
-    heads: int = 2
+    heads: int = 1
     """Attention heads per block."""
-    blocks: int = 2
+    blocks: int = 3
     """Self-attention blocks."""
-    dropout: float = 0.2
+    dropout: float = 0.00730458
     """Dropout on embeddings, attention and feed-forward layers."""
     max_len: int = 50
     """Training chunk length (chunks of max_len + 1 events) and the positions the positional embedding
@@ -588,7 +588,7 @@ class SASRecConfig:
     """Budget: passes over all training chunks."""
     batch_size: int = 64
     """Chunks per gradient step (each contributes up to max_len next-item targets)."""
-    lr: float = 0.002
+    lr: float = 0.00974072
     """Adam learning rate."""
     loss: Literal["full", "sampled"] = "full"
     """`full`: cross-entropy over every item when batch_size x max_len x n_items <= max_logits, else
@@ -602,7 +602,7 @@ class SASRecConfig:
     negative_alpha: float = 0.5
     """Sampled softmax: negatives are drawn with probability ∝ train count ** negative_alpha (0 uniform,
     1 popularity); logits are corrected by log(candidates x probability)."""
-    unknown_dropout: float = 0.1
+    unknown_dropout: float = 0.188045
     """Share of input items replaced by UNKNOWN (index 1) in training, so unknown state items are learned."""
     eval_every: int = 1
     """Epochs between validation evaluations (NDCG@10, full ranking) for early stopping."""
