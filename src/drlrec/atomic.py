@@ -54,3 +54,13 @@ def save_torch(target: str | Path, payload: Any) -> None:
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
         torch.save(payload, handle)
 
+
+def file_hash(path: str | Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB blocks (md5: what DVC records for a file)."""
+    import hashlib
+
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

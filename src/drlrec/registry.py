@@ -111,11 +111,9 @@ def params_hash(config: dict[str, Any]) -> str:
 
 def file_digest(path: str | Path) -> str:
     """sha256 (16 hex) of a file's bytes, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    from drlrec.atomic import file_hash
+
+    return file_hash(path, "sha256")[:16]
 
 
 def evaluation_split_id(events_path: str | Path, params) -> str:

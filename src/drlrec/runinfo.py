@@ -15,7 +15,6 @@ record is never linked to another model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import time
@@ -55,12 +54,10 @@ def read(params: Any, stage: str) -> dict[str, Any]:
 
 
 def file_md5(file: str | Path) -> str:
-    """md5 of a file's bytes (what DVC hashes), read in 1 MiB blocks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """md5 of a file's bytes (what DVC hashes)."""
+    from drlrec.atomic import file_hash
+
+    return file_hash(file, "md5")
 
 
 def train_run_id(params: Any) -> str | None:
