@@ -14,6 +14,15 @@ events in all, for the position feature; default: the rows given). The model's a
 calls `drlrec.serving.recommender.ServingModel.recommend`, the function the API ranks with, so
 `mlflow models serve` and the service answer the same history with the same list. drlrec must be installed
 where the model is loaded (it is in the pinned requirements the model carries).
+
+The same MLflow model also carries the native torch flavour (`pytorch` in its MLmodel, `data/model.pth`):
+
+    module = mlflow.pytorch.load_model("models:/drlrec@champion")  # drlrec.models.dqn_lstm.ScoringModule
+    scores = module(torch.as_tensor(pack_states(states)))            # [B, n_items], the served head's scores
+
+so a torch user gets the network (packed states in, one score per item out) and a platform user the
+recommender, from one registered object. The train stage logs it in the train run; the register stage
+registers that model (drlrec.registry.register_model).
 """
 
 from __future__ import annotations
@@ -107,24 +116,55 @@ def input_example(bundle_dir: str | Path, events: int = 5):
     }), serving
 
 
-def log_recommender(bundle_dir: str | Path, name: str = "model"):
-    """Log the bundle as an MLflow pyfunc model in the active run, with its signature (histories -> lists,
-    param k), an input example and the pinned requirements. Returns mlflow's ModelInfo."""
+def _save_with_torch_flavour(path, mlflow_model, torch_module=None, **pyfunc_kwargs) -> None:
+    """Model.log's flavour hook: save the pyfunc model, then add the native torch flavour beside it
+    (the layout mlflow.pytorch.save_model writes with serialization_format="pickle")."""
     import mlflow.pyfunc
-    from mlflow.models import infer_signature
+    import mlflow.pytorch
+    import torch
+    from mlflow.pytorch import pickle_module
 
+    mlflow.pyfunc.save_model(path, mlflow_model=mlflow_model, **pyfunc_kwargs)
+    if torch_module is None:
+        return
+    data = Path(path) / "data"
+    data.mkdir()
+    (data / "pickle_module_info.txt").write_text(pickle_module.__name__)
+    torch.save(torch_module, data / "model.pth", pickle_module=pickle_module)
+    mlflow_model.add_flavor(mlflow.pytorch.FLAVOR_NAME, model_data="data", pytorch_version=str(torch.__version__), code=None)
+    mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+def log_recommender(bundle_dir: str | Path, name: str = "model", torch_flavour: bool = True):
+    """Log the bundle as one MLflow model in the active run: the pyfunc recommender (signature: histories
+    -> lists, param k; an input example; the pinned requirements; the bundle as its artifacts) and, with
+    `torch_flavour`, the native torch flavour (the bundle's network as a ScoringModule of its served head).
+    Returns mlflow's ModelInfo."""
+    from types import SimpleNamespace
+
+    from mlflow.models import Model, infer_signature
+
+    from drlrec.models.dqn_lstm import ScoringModule
     from drlrec.tracking import pinned_requirements
 
     example, serving = input_example(bundle_dir)
     output = recommend_frame(serving, example, 10)
     signature = infer_signature(example, output, params={"k": 10})
-    return mlflow.pyfunc.log_model(
+    torch_module = None
+    if torch_flavour:
+        model = serving.bundle.model
+        torch_module = ScoringModule(model.network, serving.bundle.seq_len, model.score_with).eval()
+    flavour = SimpleNamespace(__name__="drlrec.mlflow_model", save_model=_save_with_torch_flavour)
+    return Model.log(
+        artifact_path=None,
         name=name,
+        flavor=flavour,
         python_model=_python_model_class()(),
         artifacts={BUNDLE_KEY: str(bundle_dir)},
         signature=signature,
         input_example=example,
         pip_requirements=pinned_requirements(),
+        torch_module=torch_module,
     )
 
 

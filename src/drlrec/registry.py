@@ -185,8 +185,14 @@ def register_model(
     tracking_uri: str | None = None,
     project_root: str | Path = ".",
     reevaluate: Callable[[Any], dict[str, Any]] | None = None,
+    model_uri: str | None = None,
 ) -> dict[str, Any]:
-    """Register the bundle as a new version with @challenger, run the gate, and return the decision.
+    """Register a new version with @challenger, run the gate, and return the decision.
+
+    The version is the MLflow model the train run logged (`model_uri`, from artifacts/runinfo/train.json;
+    drlrec.mlflow_model: the pyfunc recommender with the torch flavour, `bundle_dir` inside it). Without
+    one (a model trained before the train stage logged it, or no train run on record), `bundle_dir` is
+    logged as that model first: in the train run when known, else in the register run.
     `reevaluate(champion bundle) -> metrics payload` scores a champion evaluated on another split."""
     from drlrec.config import params_to_dict
     from drlrec.tracking import start_run
@@ -214,14 +220,15 @@ def register_model(
 
     from drlrec.mlflow_model import log_recommender
 
-    if train_run_id:  # the model object lives in the run that trained it: one place for data, metrics, model
+    if train_run_id and not model_uri:  # the model object lives in the run that trained it
         with mlflow.start_run(run_id=train_run_id):
-            logged = log_recommender(bundle_dir)
-    with start_run("register-dqn_lstm", tracking_uri=tracking_uri, tags={"stage": "register", "model": "dqn_lstm"}) as run:
-        if not train_run_id:
-            logged = log_recommender(bundle_dir)
+            model_uri = log_recommender(bundle_dir).model_uri
+    with start_run("register-dqn_lstm", tracking_uri=tracking_uri, tags={"stage": "register", "model": "dqn_lstm"},
+                   parent_run_id=train_run_id) as run:
+        if not model_uri:
+            model_uri = log_recommender(bundle_dir).model_uri
         run.log_metrics({f"registered/{metric}": challenger_value})
-        run.set_tags({"model_uri": logged.model_uri, "train_run_id": train_run_id or ""})
+        run.set_tags({"model_uri": model_uri, "train_run_id": train_run_id or ""})
         from mlflow.exceptions import MlflowException
 
         try:
@@ -238,7 +245,7 @@ def register_model(
             champion_version = str(current.version)
             champion_value, how = _champion_metric_on(client, params, current, split_id, metric, reevaluate)
         # an MLflow model (pyfunc: histories -> the service's top-k, with its signature and input example)
-        version = mlflow.register_model(logged.model_uri, name, tags=tags)
+        version = mlflow.register_model(model_uri, name, tags=tags)
         v = str(version.version)
         client.set_registered_model_alias(name, CHALLENGER, v)
         promote, reason = gate(challenger_value, champion_value, params.register.margin)

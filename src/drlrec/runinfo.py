@@ -60,11 +60,16 @@ def file_md5(file: str | Path) -> str:
     return file_hash(file, "md5")
 
 
-def train_run_id(params: Any) -> str | None:
-    """The MLflow run id of the train run that wrote paths.model/model.pt, or None when the record is
-    missing or describes another model file (its md5 differs)."""
+def train_record(params: Any) -> dict[str, Any]:
+    """The record of the train run that wrote paths.model/model.pt (mlflow_run_id, model_uri: the MLflow
+    model it logged, ...), or {} when the record is missing or describes another model file (md5 differs)."""
     info = read(params, "train")
     model = Path(params.paths.model) / "model.pt"
     if not info.get("mlflow_run_id") or not model.is_file():
-        return None
-    return info["mlflow_run_id"] if info.get("model_md5") == file_md5(model) else None
+        return {}
+    return info if info.get("model_md5") == file_md5(model) else {}
+
+
+def train_run_id(params: Any) -> str | None:
+    """The MLflow run id of the train run that wrote paths.model/model.pt, or None (see train_record)."""
+    return train_record(params).get("mlflow_run_id")

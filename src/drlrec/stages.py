@@ -237,25 +237,25 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
     import dataclasses
     import shutil
 
-    import numpy as np
     import torch
 
     from drlrec import runinfo
     from drlrec.atomic import write_json
+    from drlrec.bundle import write_bundle
     from drlrec.config import params_to_dict
     from drlrec.devices import resolve_device
     from drlrec.features.featurize import CATEGORY_VOCAB_FILE, ITEM_VOCAB_FILE, REPORT_FILE
+    from drlrec.mlflow_model import log_recommender
     from drlrec.models.base import TrainingData
-    from drlrec.models.dqn_lstm import DQNLSTM, ScoringModule, pack_states
+    from drlrec.models.dqn_lstm import DQNLSTM
     from drlrec.plots import training_curves
     from drlrec.rl.dqn import fit_dqn_lstm
-    from drlrec.rl.logged import state_batch
-    from drlrec.tracking import start_run
+    from drlrec.tracking import scratch_dir, start_run
 
     features = Path(features_dir or params.paths.features)
     out = Path(out_dir or params.paths.model)
     data = TrainingData.load(features)
-    train, valid = data.train, data.valid
+    train = data.train
     report = json.loads((features / REPORT_FILE).read_text())
     n_items, n_categories = data.n_items, data.n_categories
     torch.manual_seed(params.base.seed)  # the initial weights depend on the seed only
@@ -318,9 +318,6 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
         write_json(out / "meta.json", meta)  # no run id or duration: a DVC output (drlrec.runinfo has them)
         model_md5 = runinfo.file_md5(out / "model.pt")
         run.set_tags({"model_md5": model_md5})
-        if out == Path(params.paths.model):  # the record register links the model to its train run with
-            runinfo.record(params, "train", mlflow_run_id=run.run_id, model_md5=model_md5, seconds=fit.seconds,
-                           transitions_per_s=fit.train.transitions_per_s)
         metrics = {
             **fit.valid_metrics,
             **{k.replace("valid/", "valid_popularity/"): v for k, v in fit.popularity_metrics.items()},
@@ -372,12 +369,17 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
         run.log_dict(config, "params.json")
         for name in (ITEM_VOCAB_FILE, CATEGORY_VOCAB_FILE):
             run.log_artifact(features / name, artifact_path="vocab")
-        example = state_batch(
-            valid if valid.num_transitions else train, np.arange(min(4, max(valid.num_transitions, 1)))
-        )
-        run.log_torch_model(
-            ScoringModule(fit.model.network, train.seq_len, fit.model.score_with), pack_states(example)
-        )
+        # the one MLflow model of this training: pyfunc recommender + native torch flavour, the bundle as its
+        # artifacts (the register stage registers this object; drlrec.mlflow_model)
+        scratch = scratch_dir()
+        try:
+            logged = log_recommender(write_bundle(out, features, params.featurize, scratch / "bundle"))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        run.set_tags({"model_uri": logged.model_uri})
+        if out == Path(params.paths.model):
+            runinfo.record(params, "train", mlflow_run_id=run.run_id, model_md5=model_md5, model_uri=logged.model_uri,
+                           seconds=fit.seconds, transitions_per_s=fit.train.transitions_per_s)
     shutil.rmtree(params.paths.checkpoints, ignore_errors=True)  # finished: nothing to resume
     _say(
         f"train: {fit.train.steps_done} steps in {fit.seconds:.0f}s ({fit.train.transitions_per_s:,.0f} transitions/s in "
@@ -522,7 +524,8 @@ def evaluate_stage(params: Params, model_name: str = "dqn_lstm", features_dir: s
     from drlrec import runinfo
 
     train_run = runinfo.train_run_id(params) if model_name == "dqn_lstm" else None
-    with start_run(f"evaluate-{model_name}", tags={"model": model_name, "stage": "evaluate", "train_run_id": train_run or ""}) as run:
+    with start_run(f"evaluate-{model_name}", tags={"model": model_name, "stage": "evaluate", "train_run_id": train_run or ""},
+                   parent_run_id=train_run) as run:
         run.log_params({"model": model_name, "base.seed": params.base.seed, "evaluate": dataclasses.asdict(params.evaluate)})
         _log_events_input(run, params, "evaluate")
         model = (
@@ -802,7 +805,8 @@ def simulate_stage(
     k = params.env.k
     from drlrec import runinfo
 
-    with start_run("simulate", tags={"stage": "simulate", "train_run_id": runinfo.train_run_id(params) or ""}) as run:
+    train_run = runinfo.train_run_id(params)
+    with start_run("simulate", tags={"stage": "simulate", "train_run_id": train_run or ""}, parent_run_id=train_run) as run:
         run.log_params({
             "simulator": dataclasses.asdict(params.simulator),
             "env": dataclasses.asdict(params.env),
@@ -931,7 +935,8 @@ def register_stage(params: Params, tracking_uri: str | None = None) -> dict[str,
         raise InputError(f"{metrics_path}: holds metrics of {metrics.get('model')!r}, not the DQN-LSTM")
     from drlrec import runinfo
 
-    train_run_id = runinfo.train_run_id(params)  # None when the record is of another model file
+    trained = runinfo.train_record(params)  # {} when the record is of another model file
+    train_run_id = trained.get("mlflow_run_id")
     if train_run_id is None:
         _say("register: no train run recorded for this model.pt (artifacts/runinfo/train.json): the version is not linked to one")
     bundle = write_bundle(params.paths.model, params.paths.features, params.featurize, params.paths.bundle)
@@ -941,6 +946,7 @@ def register_stage(params: Params, tracking_uri: str | None = None) -> dict[str,
         metrics,
         split_id=evaluation_split_id(params.paths.events, params),
         train_run_id=train_run_id,
+        model_uri=trained.get("model_uri"),
         tracking_uri=tracking_uri,
         reevaluate=lambda champion: evaluate_bundle(champion, params),
     )

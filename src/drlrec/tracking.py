@@ -102,28 +102,6 @@ class RunTracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
-    def log_torch_model(self, module, example_input, registered_model_name: str | None = None):
-        """Log a torch module with a signature inferred from `example_input` and pinned requirements."""
-        import mlflow.pytorch
-        import torch
-        from mlflow.models import infer_signature
-
-        module.eval()
-        with torch.no_grad():
-            example_output = module(torch.as_tensor(example_input)).numpy()
-        signature = infer_signature(example_input, example_output)
-        # pickle keeps a real nn.Module (eval(), any batch size); the pt2 default traces the graph on the
-        # input example and fixes its shapes. drlrec is installed wherever the model is loaded.
-        return mlflow.pytorch.log_model(
-            module,
-            name="model",
-            serialization_format="pickle",
-            signature=signature,
-            input_example=example_input[:2],
-            pip_requirements=pinned_requirements(),
-            registered_model_name=registered_model_name,
-        )
-
 
 @contextmanager
 def start_run(
@@ -132,8 +110,13 @@ def start_run(
     experiment: str = EXPERIMENT,
     nested: bool = False,
     tags: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
 ) -> Iterator[RunTracker]:
-    """Open an MLflow run (creating the experiment with a local artifact folder if needed)."""
+    """Open an MLflow run (creating the experiment with a local artifact folder if needed).
+
+    `parent_run_id` nests the run under a run of another process (the pipeline's train run: evaluate,
+    simulate and register are its children in the MLflow UI), through MLflow's `mlflow.parentRunId` tag;
+    a parent that is not in this store is ignored (the run is then top-level)."""
     apply_offline_env()
     import mlflow
 
@@ -145,18 +128,17 @@ def start_run(
             artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
         mlflow.create_experiment(experiment, artifact_location=artifact_location)
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name, nested=nested, tags=dict(tags or {})) as run:
+    tags = dict(tags or {})
+    if parent_run_id and not nested:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mlflow.MlflowClient(uri).get_run(parent_run_id)
+            tags["mlflow.parentRunId"] = parent_run_id
+        except MlflowException:
+            pass
+    with mlflow.start_run(run_name=run_name, nested=nested, tags=tags) as run:
         yield RunTracker(mlflow, run)
-
-
-def load_logged_model(model_uri: str, tracking_uri: str | None = None):
-    """Load a model logged by `log_torch_model` back as a torch module."""
-    apply_offline_env()
-    import mlflow
-    import mlflow.pytorch
-
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
-    return mlflow.pytorch.load_model(model_uri)
 
 
 def scratch_dir() -> Path:

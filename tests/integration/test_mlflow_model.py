@@ -102,6 +102,43 @@ def test_pyfunc_load_model_gives_the_service_top_10(registered) -> None:
     assert version.run_id == runinfo.train_run_id(params)
 
 
+def test_the_champion_carries_the_native_torch_flavour_and_is_the_train_runs_only_model(registered) -> None:
+    """One model object: the version's MLmodel has python_function and pytorch; mlflow.pytorch.load_model on
+    the alias gives the network whose scores are the bundle model's; the train run logged exactly one model
+    (the registered one), and evaluate and register are nested under the train run."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import get_model_info
+
+    from drlrec import runinfo
+    from drlrec.bundle import load_bundle
+    from drlrec.features.transitions import load_split
+    from drlrec.models.dqn_lstm import pack_states
+    from drlrec.rl.logged import state_batch
+
+    params, uri = registered
+    mlflow.set_tracking_uri(uri)
+    info = get_model_info("models:/drlrec@champion")
+    assert {"python_function", "pytorch"} <= set(info.flavors)
+    module = mlflow.pytorch.load_model("models:/drlrec@champion")
+    bundle = load_bundle(params.paths.bundle)
+    states = state_batch(load_split(params.paths.features, "valid"), np.arange(16))
+    with torch.no_grad():
+        scores = module.eval()(torch.as_tensor(pack_states(states))).numpy()
+    np.testing.assert_allclose(scores, bundle.model.score(states), rtol=1e-6, atol=1e-6)
+
+    client = mlflow.MlflowClient(uri)
+    train_run = runinfo.train_run_id(params)
+    experiment = client.get_run(train_run).info.experiment_id
+    logged = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list")
+    assert [m.source_run_id for m in logged] == [train_run]  # no second, unregistered model
+    version = client.get_model_version_by_alias("drlrec", "champion")
+    assert version.source == logged[0].model_uri or logged[0].model_id in version.source
+    children = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{train_run}'")
+    assert {r.data.tags["stage"] for r in children} == {"evaluate", "register"}
+
+
 def free_port() -> int:
     import socket
 
