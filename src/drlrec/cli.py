@@ -174,6 +174,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ope(args: argparse.Namespace) -> int:
+    from drlrec.ope_logs import ope_stage
+
+    ope_stage(_load(args), args.policy, logs=args.logs, interactions=args.interactions,
+              candidate_exploration=args.candidate_exploration, out_dir=args.out)
+    return 0
+
+
 def cmd_flow(args: argparse.Namespace) -> int:
     _load(args)  # a bad params file or override fails here with one line, before Prefect starts
     from flows.training_flow import training_flow
@@ -488,6 +496,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", required=True, metavar="N", help="registry version to promote")
     add("rollback", cmd_rollback, "return @champion to the version that was champion before it")
     add("models", cmd_models, "list the registered versions with their aliases and gate decisions")
+    p = add(
+        "ope",
+        cmd_ope,
+        "estimate a registered policy's CTR and conversion from the service's logs (off-policy evaluation)",
+        "Off-policy evaluation from the service's own logs (paths.exposures, paths.interactions): each\n"
+        "model-ranked list is exploded into impressions with the logged slot propensities (serve.exploration),\n"
+        "the candidate ranks every logged state again, and per-slot IPS, SNIPS and DR estimate its click and\n"
+        "conversion rate per impression, with user-level bootstrap CIs (evaluate.bootstrap resamples) and\n"
+        "effective sample sizes, beside the logging policy's observed rate. Lists served without exploration\n"
+        "support only a candidate that ranks them the same: anything else is refused with the reason.\n"
+        "Writes <out>/ope-<policy>.json and .md and logs them to MLflow.",
+    )
+    p.add_argument("--policy", required=True, metavar="ALIAS_OR_VERSION", help="registry alias (challenger) or version number")
+    p.add_argument("--logs", metavar="PATH", help="exposure log (default paths.exposures)")
+    p.add_argument("--interactions", metavar="PATH", help="interaction log (default paths.interactions)")
+    p.add_argument("--candidate-exploration", default="off", metavar="SETTING",
+                   help="the candidate's own policy: off (its greedy list, default), epsilon:0.1:m50 or boltzmann:t1:m50")
+    p.add_argument("--out", metavar="DIR", help="output folder (default <paths.artifacts>/ope)")
     add(
         "flow",
         cmd_flow,

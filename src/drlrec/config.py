@@ -812,6 +812,15 @@ class RegisterConfig:
     reevaluate_champion: bool = True
     """When the champion was evaluated on another split (new data), score it again on the challenger's
     split before comparing; false compares with the champion's recorded figure."""
+    ope_gate: bool = False
+    """Also require, before promoting over a champion, that the challenger's off-policy DR estimate from the
+    service's logs (drlrec.ope_logs, paths.exposures and paths.interactions, which need serve.exploration on)
+    has a lower 95% bound not below the champion's observed value minus ope_margin. No usable logs: not
+    promoted, with the reason."""
+    ope_margin: float = 0.0
+    """How far below the champion's observed rate the challenger's DR lower bound may be (absolute)."""
+    ope_reward: Literal["click", "conversion"] = "click"
+    """The reward the OPE gate compares (per impression)."""
 
 
 @dataclass(frozen=True)
@@ -897,6 +906,30 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class ExplorationConfig:
+    """serve.exploration: how the served list explores, with the propensity of every shown item logged
+    (drlrec.serving.exploration; off-policy evaluation, drlrec.ope, needs it)."""
+
+    mode: Literal["off", "epsilon", "boltzmann"] = "off"
+    """off: the model's greedy top-k (propensity 1 per slot, and OPE refuses another policy); epsilon: each
+    slot independently shows, with probability `epsilon`, a uniform item of the top-M outside the greedy
+    list; boltzmann: a Plackett-Luce draw from softmax(score / temperature) over the model's top-M."""
+    epsilon: float = 0.1
+    """Per-slot replacement probability of mode epsilon."""
+    top_m: int = 50
+    """The model's top-M the exploration draws from (at least k + 1 for epsilon to explore)."""
+    temperature: float = 1.0
+    """Softmax temperature of mode boltzmann, in units of the served head's score."""
+    mc_samples: int = 2000
+    """Draws that estimate boltzmann's slot propensities (seeded by the scores: reproducible)."""
+
+    def __post_init__(self) -> None:
+        from drlrec.serving.exploration import check
+
+        check(self)
+
+
+@dataclass(frozen=True)
 class AnnConfig:
     """serve.ann: the faiss index of serve.retrieval `ann` (drlrec.serving.ann), built when a model is loaded."""
 
@@ -975,6 +1008,8 @@ class ServeConfig:
     index, serve.ann, with the candidates re-scored exactly: approximate; see bench/bench_recommend.py)."""
     ann: AnnConfig = field(default_factory=AnnConfig)
     """The index of retrieval `ann`."""
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    """Exploration of the served lists, with logged propensities (off by default)."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drlrec.errors import RegistryError
+from drlrec.errors import DrlrecError, RegistryError
 
 MODEL_NAME = "drlrec"
 CHAMPION = "champion"
@@ -186,6 +186,7 @@ def register_model(
     project_root: str | Path = ".",
     reevaluate: Callable[[Any], dict[str, Any]] | None = None,
     model_uri: str | None = None,
+    ope_check: Callable[[], tuple[bool, str, dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
     """Register a new version with @challenger, run the gate, and return the decision.
 
@@ -193,7 +194,9 @@ def register_model(
     drlrec.mlflow_model: the pyfunc recommender with the torch flavour, `bundle_dir` inside it). Without
     one (a model trained before the train stage logged it, or no train run on record), `bundle_dir` is
     logged as that model first: in the train run when known, else in the register run.
-    `reevaluate(champion bundle) -> metrics payload` scores a champion evaluated on another split."""
+    `reevaluate(champion bundle) -> metrics payload` scores a champion evaluated on another split.
+    `ope_check() -> (passed, reason, figures)`: register.ope_gate's off-policy check of the challenger,
+    asked only when the metric gate would promote over an existing champion (figures go to `gate.*` tags)."""
     from drlrec.config import params_to_dict
     from drlrec.tracking import start_run
 
@@ -249,6 +252,15 @@ def register_model(
         v = str(version.version)
         client.set_registered_model_alias(name, CHALLENGER, v)
         promote, reason = gate(challenger_value, champion_value, params.register.margin)
+        ope_figures: dict[str, float] = {}
+        if promote and champion_version is not None and getattr(params.register, "ope_gate", False):
+            if ope_check is None:
+                raise RegistryError("register.ope_gate is on but no off-policy check was given (register_model(..., ope_check=...))")
+            try:
+                passed, ope_reason, ope_figures = ope_check()
+            except DrlrecError as exc:  # no usable logs: the gate cannot vouch for the challenger
+                passed, ope_reason = False, f"OPE gate: {exc}"
+            promote, reason = passed, f"{reason}; {ope_reason}"
         decision = {
             "model_name": name,
             "version": v,
@@ -263,7 +275,8 @@ def register_model(
             "eval_split": split_id,
             "register_run_id": run.run_id,
         }
-        for key in ("promoted", "reason", "champion_version", "champion_value", "challenger_value"):
+        decision.update(ope_figures)
+        for key in ("promoted", "reason", "champion_version", "champion_value", "challenger_value", *ope_figures):
             client.set_model_version_tag(name, v, f"gate.{key}", str(decision[key]))
         if promote:
             _set_champion(client, name, v)
@@ -367,4 +380,19 @@ def load_champion(alias: str = CHAMPION, tracking_uri: str | None = None, device
     version = _version_by_alias(client, name, alias)
     if version is None:
         raise RegistryError(f"{name}@{alias} does not exist in {client.tracking_uri} (run `drlrec register` first)")
+    return _download_bundle(client, version, device=device)
+
+
+def load_model(alias_or_version: str, tracking_uri: str | None = None, device: str = "cpu", name: str = MODEL_NAME):
+    """`name@alias`, or version N when `alias_or_version` is a number, as a drlrec.bundle.ModelBundle."""
+    from mlflow.exceptions import MlflowException
+
+    ref = str(alias_or_version).strip()
+    if not ref.isdigit():
+        return load_champion(ref, tracking_uri=tracking_uri, device=device, name=name)
+    client = _client(tracking_uri)
+    try:
+        version = client.get_model_version(name, ref)
+    except MlflowException:
+        raise RegistryError(f"{name} version {ref} does not exist in {client.tracking_uri} (see `drlrec models`)") from None
     return _download_bundle(client, version, device=device)

@@ -947,6 +947,7 @@ def register_stage(params: Params, tracking_uri: str | None = None) -> dict[str,
         split_id=evaluation_split_id(params.paths.events, params),
         train_run_id=train_run_id,
         model_uri=trained.get("model_uri"),
+        ope_check=lambda: _ope_check(params, bundle, tracking_uri),
         tracking_uri=tracking_uri,
         reevaluate=lambda champion: evaluate_bundle(champion, params),
     )
@@ -959,6 +960,17 @@ def register_stage(params: Params, tracking_uri: str | None = None) -> dict[str,
         + f" -> {'PROMOTED to @champion' if decision['promoted'] else 'not promoted'}: {decision['reason']}"
     )
     return decision
+
+
+def _ope_check(params: Params, bundle_dir: Path, tracking_uri: str | None):
+    """register.ope_gate: the challenger (the bundle) estimated from the service's logs (drlrec.ope_logs)."""
+    from drlrec.bundle import load_bundle
+    from drlrec.ope_logs import estimate_policy, ope_gate
+    from drlrec.registry import load_model
+
+    result = estimate_policy(params, load_bundle(bundle_dir), "challenger",
+                             logger_loader=lambda ref: load_model(ref, tracking_uri=tracking_uri, name=params.register.model_name))
+    return ope_gate(result, params.register.ope_reward, params.register.ope_margin)
 
 
 # ---------------------------------------------------------------------------------------------- summary

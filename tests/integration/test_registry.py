@@ -140,6 +140,48 @@ def test_margin_blocks_a_small_improvement(trained, store) -> None:
     assert large["promoted"] and registry.alias_version("champion", store) == "3"
 
 
+def test_ope_gate_blocks_a_better_metric_when_the_off_policy_bound_is_low(trained, store) -> None:
+    """register.ope_gate: asked only over an existing champion; a DR lower bound below the champion's
+    logged rate minus ope_margin, or logs it cannot use, keep the challenger out; figures become tags."""
+    import dataclasses
+
+    from drlrec.errors import InputError
+    from drlrec.ope_logs import ope_gate
+
+    params, bundle, metrics, _ = trained
+    gated = dataclasses.replace(params, register=dataclasses.replace(params.register, ope_gate=True, ope_margin=0.01))
+    asked = []
+
+    def check_with(dr_low: float):
+        def check():
+            asked.append(dr_low)
+            result = {"n_impressions": 450, "unsupported_mass": 0.0, "click": {"estimates": {
+                "dr": {"value": dr_low + 0.02, "ci_low": dr_low}, "observed": {"value": 0.30}}}}
+            return ope_gate(result, "click", gated.register.ope_margin)
+        return check
+
+    first = registry.register_model(gated, bundle, _with_metric(metrics, 0.10), split_id="s", tracking_uri=store,
+                                    ope_check=check_with(0.0))
+    assert first["promoted"] and asked == []  # no champion yet: nothing to compare with
+    low = registry.register_model(gated, bundle, _with_metric(metrics, 0.20), split_id="s", tracking_uri=store,
+                                  ope_check=check_with(0.28))
+    assert not low["promoted"] and "OPE gate: DR click lower bound 0.2800 < logged 0.3000" in low["reason"]
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(store).get_model_version("drlrec", low["version"]).tags
+    assert float(tags["gate.ope_dr_ci_low"]) == 0.28 and float(tags["gate.ope_observed"]) == 0.30 and tags["gate.promoted"] == "False"
+
+    def no_logs():
+        raise InputError("artifacts/exposures.csv: no exposure log")
+
+    blind = registry.register_model(gated, bundle, _with_metric(metrics, 0.20), split_id="s", tracking_uri=store, ope_check=no_logs)
+    assert not blind["promoted"] and "OPE gate: artifacts/exposures.csv: no exposure log" in blind["reason"]
+    good = registry.register_model(gated, bundle, _with_metric(metrics, 0.20), split_id="s", tracking_uri=store,
+                                   ope_check=check_with(0.295))
+    assert good["promoted"] and registry.alias_version("champion", store) == good["version"]
+    assert asked == [0.28, 0.295]
+
+
 def test_champion_from_another_split_is_reevaluated_on_the_challengers_split(trained, store) -> None:
     """The champion's recorded figure (0.9, on split 'old') is not comparable: the gate scores the
     champion's bundle again on the current events and compares with that figure instead."""

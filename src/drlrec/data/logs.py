@@ -18,6 +18,7 @@ import io
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,10 +26,19 @@ import pandas as pd
 from drlrec.errors import InputError
 from drlrec.schema import BEHAVIOR_CODE, RAW_COLUMNS
 
-#: the exposure log's columns, in file order
+#: the exposure log's columns, in file order (a log begun before the exploration columns has only the first
+#: eight: it is read with those columns empty, and appended to in its own layout)
 EXPOSURE_COLUMNS: tuple[str, ...] = (
     "served_at", "user_id", "variant", "alias", "model_version", "fallback", "cached", "items",
+    # the policy that chose the list and how it explored (drlrec.serving.exploration.describe)
+    "policy", "exploration",
+    # P(shown item at its slot | state), one per item of `items`
+    "propensities",
+    # the state the model saw: the kept history (oldest first) and the user's events in all
+    "history_total", "state_items", "state_categories", "state_behaviors", "state_timestamps",
 )
+#: the columns of a log written before exploration was logged
+LEGACY_EXPOSURE_COLUMNS: tuple[str, ...] = EXPOSURE_COLUMNS[:8]
 
 def empty_interactions() -> pd.DataFrame:
     """A typed interaction frame with no rows."""
@@ -123,11 +133,15 @@ def read_exposures(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in EXPOSURE_COLUMNS})
-    frame = pd.read_csv(path, dtype={"variant": str, "alias": str, "model_version": str, "fallback": str,
-                                     "items": str}, keep_default_na=False, on_bad_lines="skip")
-    missing = [c for c in EXPOSURE_COLUMNS if c not in frame.columns]
+    text = {c: str for c in EXPOSURE_COLUMNS if c not in ("served_at", "user_id", "cached")}
+    frame = pd.read_csv(path, dtype=text, keep_default_na=False, on_bad_lines="skip")
+    missing = [c for c in LEGACY_EXPOSURE_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(f"{path}: not an exposure log (missing columns {', '.join(missing)})")
+    for column in EXPOSURE_COLUMNS[len(LEGACY_EXPOSURE_COLUMNS):]:  # a log begun before exploration was logged
+        if column not in frame.columns:
+            frame[column] = ""
+    frame = frame[list(EXPOSURE_COLUMNS)]
     frame["served_at"] = pd.to_numeric(frame["served_at"], errors="coerce")
     frame["user_id"] = pd.to_numeric(frame["user_id"], errors="coerce")
     return frame.dropna(subset=["served_at", "user_id"]).astype({"user_id": np.int64})
@@ -182,14 +196,23 @@ class InteractionLog:
 
 
 class ExposureLog:
-    """CSV with a header (abtest.EXPOSURE_COLUMNS), one row per served list; flushed per row, not fsynced
-    (an exposure lost in a crash costs one impression in the A/B counts, not an acknowledged write)."""
+    """CSV with a header (EXPOSURE_COLUMNS), one row per served list; flushed per row, not fsynced
+    (an exposure lost in a crash costs one impression in the A/B counts, not an acknowledged write).
+    A log begun by an older drlrec (LEGACY_EXPOSURE_COLUMNS) is appended to in its own layout, so that no
+    row is lost or misaligned; `legacy` is then True and the exploration columns are not written."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _repair_torn_tail(self.path)
         new = not self.path.is_file() or self.path.stat().st_size == 0
+        self.legacy = False
+        if not new:
+            with open(self.path, encoding="utf-8") as fh:
+                header = tuple(fh.readline().strip().split(","))
+            self.legacy = header == LEGACY_EXPOSURE_COLUMNS
+            if header not in (EXPOSURE_COLUMNS, LEGACY_EXPOSURE_COLUMNS):
+                raise InputError(f"{self.path}: not an exposure log (header {','.join(header)[:120]})")
         self._fh = open(self.path, "a", encoding="utf-8", newline="")
         self._lock = threading.Lock()
         if new:
@@ -198,13 +221,23 @@ class ExposureLog:
 
     def append(
         self, served_at: float, user_id: int, variant: str, alias: str, model_version: str, fallback: str,
-        cached: bool, items: list[int],
+        cached: bool, items: list[int], policy: str = "", exploration: str = "off",
+        propensities: list[float] | None = None, history: Any = None,
     ) -> None:
+        """One served list. `propensities`: P(item at its slot | state) per item (default 1 each: a greedy
+        list); `history`: the drlrec.serving.state.History the model ranked from (None: no state)."""
+        row = [f"{served_at:.3f}", int(user_id), variant, alias, model_version, fallback, int(cached),
+               " ".join(str(int(i)) for i in items)]
+        if not self.legacy:
+            shown = [1.0] * len(items) if propensities is None else propensities
+            row += [policy, exploration, " ".join(f"{float(p):.6g}" for p in shown)]
+            if history is None:
+                row += [0, "", "", "", ""]
+            else:
+                row += [int(history.total)] + [" ".join(str(int(v)) for v in part) for part in
+                                               (history.item_id, history.category_id, history.behavior, history.timestamp)]
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(
-            [f"{served_at:.3f}", int(user_id), variant, alias, model_version, fallback, int(cached),
-             " ".join(str(int(i)) for i in items)]
-        )
+        csv.writer(buf, lineterminator="\n").writerow(row)
         with self._lock:
             self._fh.write(buf.getvalue())
             self._fh.flush()

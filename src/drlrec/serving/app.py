@@ -242,7 +242,7 @@ def create_app(
         cached = payload is not None
         if payload is None:
             payload = await run_in_threadpool(service.compute, user_id, k, excluded, ctx)
-        return service.respond(user_id, payload, ctx, cached)
+        return service.respond(user_id, payload, ctx, cached, k)
 
     @app.post("/interaction", status_code=202, response_model=schemas.Accepted, dependencies=[Depends(require_token)])
     async def interaction(body: schemas.Interaction, service: ServiceDep) -> dict[str, Any]:

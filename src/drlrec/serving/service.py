@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from drlrec.config import Params, VariantConfig
 from drlrec.data.logs import ExposureLog, InteractionLog
 from drlrec.schema import BEHAVIOR_CODE
+from drlrec.serving import exploration
 from drlrec.serving.abtest import assign_variant, check_ab_config
 from drlrec.serving.cache import CircuitBreaker, RedisBackend, TopKCache
 from drlrec.serving.metrics import ServiceMetrics
 from drlrec.serving.models import DynamicBatcher, ModelSource, ModelStore
 from drlrec.serving.recommender import Ranked
-from drlrec.serving.state import UserStateStore, load_base_histories
+from drlrec.serving.state import History, UserStateStore, load_base_histories
 
 log = logging.getLogger("drlrec.serving")
 
@@ -39,6 +43,10 @@ class Service:
         else:
             self.control = VariantConfig(name=self.serve.alias, alias=self.serve.alias, traffic=1.0)
             self.variants = [self.control]
+        self.exploration = self.serve.exploration
+        self.explore_label = exploration.describe(self.exploration)
+        self.rng = np.random.default_rng(params.base.seed)  # exploration draws (a lock: FastAPI's thread pool)
+        self.rng_lock = threading.Lock()
         self.metrics = ServiceMetrics()
         self.store = ModelStore(source, [self.control.alias] + [v.alias for v in self.variants], self.serve)
         self.redis: RedisBackend | None = None
@@ -108,7 +116,7 @@ class Service:
             model = self.store.get(variant.alias)
         version = model.version if model is not None else None
         exclude_key = hashlib.blake2b(",".join(map(str, sorted(set(exclude)))).encode(), digest_size=8).hexdigest() if exclude else "-"
-        field = f"{variant.name}|{variant.policy}|{version}|{k}|{exclude_key}"
+        field = f"{variant.name}|{variant.policy}|{version}|{k}|{exclude_key}|{self.explore_label}"
         ctx = {"variant": variant, "model": model, "field": field}
         payload, where = self.cache.get(user_id, field) if model is not None else (None, "miss")
         if self.cache.enabled:
@@ -116,9 +124,12 @@ class Service:
         return payload, ctx
 
     def compute(self, user_id: int, k: int, exclude: list[int], ctx: dict[str, Any]) -> dict[str, Any]:
-        """Expensive part (thread pool): state, ranking, cache fill."""
+        """Expensive part (thread pool): state, ranking, cache fill. With exploration on, a model list holds
+        the model's top-M (serve.exploration.top_m, at least k + 1): `respond` draws the k shown from it."""
         variant, model = ctx["variant"], ctx["model"]
         fallback = None
+        history = None
+        explore = False
         if model is None:
             fallback = "no_model"
             items, categories, counts = self.state.base.item_counts
@@ -132,11 +143,14 @@ class Service:
             elif variant.policy == "popularity":
                 ranked = model.popularity(k, exclude)
             else:
+                explore = self.exploration.mode != "off"
+                size = max(self.exploration.top_m, k + 1) if explore else k
                 try:
-                    ranked = self.batcher.submit(model, history, k, exclude).result()
+                    ranked = self.batcher.submit(model, history, size, exclude).result()
                 except Exception:
                     log.exception("model %s failed for user %s; serving popularity", model.version, user_id)
                     fallback = "model_error"
+                    explore = False
                     ranked = model.popularity(k, exclude)
         if fallback:
             self.metrics.fallbacks.labels(fallback).inc()
@@ -147,20 +161,45 @@ class Service:
             ],
             "model_version": model.version if model is not None else None,
             "fallback": fallback,
+            "explore": explore,
+            # the state the list was ranked from, logged with every exposure of it (cached ones too)
+            "history": None if history is None else [int(history.total)] + [
+                [int(v) for v in part] for part in (history.item_id, history.category_id, history.behavior, history.timestamp)
+            ],
         }
         if model is not None:
             self.cache.set(user_id, ctx["field"], payload)
         return payload
 
-    def respond(self, user_id: int, payload: dict[str, Any], ctx: dict[str, Any], cached: bool) -> dict[str, Any]:
+    def shown(self, payload: dict[str, Any], k: int) -> tuple[list[dict[str, Any]], list[float]]:
+        """The k items shown from a payload and each one's slot propensity: a draw from the top-M when the
+        payload explores (serve.exploration), else its first k with propensity 1."""
+        items = payload["items"]
+        if not payload.get("explore") or len(items) <= 1:
+            return items[:k], [1.0] * len(items[:k])
+        scores = np.array([it["score"] for it in items], dtype=np.float64)
+        with self.rng_lock:
+            choice = exploration.explore(scores, k, self.exploration, self.rng)
+        return [items[i] for i in choice.positions.tolist()], choice.propensity.tolist()
+
+    def respond(self, user_id: int, payload: dict[str, Any], ctx: dict[str, Any], cached: bool,
+                k: int | None = None) -> dict[str, Any]:
         variant = ctx["variant"]
+        items, propensities = self.shown(payload, len(payload["items"]) if k is None else k)
         if self.exposure_log is not None:
+            stored = payload.get("history")
+            history = None if stored is None else History(*(np.asarray(part, dtype=np.int64) for part in stored[1:]), stored[0])
+            model_list = payload["fallback"] is None and variant.policy == "model"
             self.exposure_log.append(
                 time.time(), user_id, variant.name, variant.alias, str(payload["model_version"]),
-                payload["fallback"] or "", cached, [it["item_id"] for it in payload["items"]],
+                payload["fallback"] or "", cached, [it["item_id"] for it in items],
+                policy="model" if model_list else "popularity",
+                exploration=self.explore_label if payload.get("explore") else "off",
+                propensities=propensities, history=history,
             )
         self.metrics.exposures.labels(variant.name).inc()
-        return {"user_id": user_id, **payload, "variant": variant.name, "cached": cached}
+        return {"user_id": user_id, "items": items, "model_version": payload["model_version"],
+                "fallback": payload["fallback"], "variant": variant.name, "cached": cached}
 
     # ------------------------------------------------------------------------------------------ writes
 

@@ -1,0 +1,190 @@
+"""Is off-policy evaluation right? Bias, RMSE and CI coverage of IPS, SNIPS and DR against the simulator's truth.
+
+For each of --seeds seeds:
+  1. Logging: --sessions simulated sessions (drlrec.rl.envs.SimulatedEnv on the calibrated simulator of
+     paths.simulator, starts from the validation states) served by the trained DQN-LSTM (paths.model, its
+     served head) with the service's own exploration code (drlrec.serving.exploration.explore: --mode
+     epsilon/boltzmann over its top --top-m, k = env.k). Every impression is logged with its slot
+     propensity; a click is the simulator's interaction with that slot's item, a conversion a buy.
+  2. Estimates: each challenger's per-impression CTR and conversion from those logs (drlrec.ope: per-slot
+     IPS, SNIPS, DR with the logs' per-slot mean reward as the direct method; 95% CIs from a bootstrap of
+     sessions, which stand in for users here).
+  3. Truth: the challenger run on-policy in the simulator on --truth-sessions fresh seeded sessions
+     (drlrec.rl.envs.simulate_policy): clicks / (lists x k) and buys / (lists x k).
+Challengers: `close`, the model's greedy top-k (the list the logging policy explores around), and `far`,
+the model's ranks k..2k-1 (items the logging policy shows only when it explores).
+
+The per-slot estimators assume a slot's reward depends only on the state, the item and the slot, and the
+estimate is of the challenger's value on the logging policy's states; the on-policy truth also lets the
+challenger's lists change the later states of a session. Both gaps show up as bias here, on purpose.
+
+Run: python bench/ope_check.py [--seeds 20] [--sessions 2000] [--mode epsilon] [--epsilon 0.3] [--top-m 30]
+     (after `make run`: needs artifacts/features, artifacts/model/model.pt and artifacts/simulator)
+Prints the table and writes --out (default artifacts/ope/ope_check.json and .md; untracked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, seed: int):
+    """Serve `sessions` simulated sessions with exploration; per impression: session, slot, click, buy,
+    propensity, and each challenger's probability of the logged item (close: greedy rank j at slot j; far:
+    rank k + j at slot j)."""
+    from drlrec.models.base import StateBatch
+    from drlrec.serving.exploration import explore
+
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
+    core = env.unwrapped
+    session = core.start_batch(sessions, rng)
+    rows = []
+    while not session.finished.all():
+        active = np.flatnonzero(~session.finished)
+        states = core.batch_states(session)
+        live = StateBatch(*(a[active] for a in states))
+        items, scores = model.recommend(live, top_m)  # [A, M] best first
+        shown = np.zeros((sessions, k), dtype=np.int64)
+        positions = np.zeros((len(active), k), dtype=np.int64)
+        pscore = np.ones((len(active), k))
+        for r in range(len(active)):
+            choice = explore(scores[r].astype(np.float64), k, explore_cfg, rng)
+            positions[r], pscore[r] = choice.positions, choice.propensity
+        shown[active] = np.take_along_axis(items, positions, axis=1)
+        out = core.step_batch(session, shown, rng)
+        acted = out.item[active]
+        slot_hit = shown[active] == acted[:, None]  # [A, k] at most one True (the item acted on)
+        click = slot_hit.astype(np.float64)
+        buy = (slot_hit & out.bought[active][:, None]).astype(np.float64)
+        slots = np.broadcast_to(np.arange(k), positions.shape)
+        rows.append(np.stack([np.repeat(active, k), slots.ravel(), click.ravel(), buy.ravel(), pscore.ravel(),
+                              (positions == slots).ravel(), (positions == slots + k).ravel()], axis=1))
+    return np.concatenate(rows)
+
+
+def estimates(log: np.ndarray, target_col: int, reward_col: int, n_boot: int, seed: int) -> dict:
+    from drlrec.ope import BootstrapConfig, ImpressionLog, estimate_all
+
+    slot = log[:, 1].astype(np.int64)
+    reward = log[:, reward_col]
+    per_slot = np.bincount(slot, weights=reward) / np.maximum(np.bincount(slot), 1)
+    q = per_slot[slot]
+    imp = ImpressionLog(group=log[:, 0].astype(np.int64), slot=slot, reward=reward, pscore=log[:, 4],
+                        target_prob=log[:, target_col], q_logged=q, q_target=q)
+    return {name: e.to_dict() for name, e in estimate_all(imp, BootstrapConfig(n_boot=n_boot, seed=seed)).items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--sessions", type=int, default=2000, help="logged sessions per seed")
+    parser.add_argument("--truth-sessions", type=int, default=8000, help="on-policy sessions per seed for the truth")
+    parser.add_argument("--mode", choices=["epsilon", "boltzmann"], default="epsilon")
+    parser.add_argument("--epsilon", type=float, default=0.3)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-m", type=int, default=30)
+    parser.add_argument("--bootstrap", type=int, default=500)
+    parser.add_argument("--out", default=None, help="output stem (default <paths.artifacts>/ope/ope_check)")
+    args = parser.parse_args(argv)
+
+    from drlrec.config import load_params
+    from drlrec.errors import DrlrecError
+    from drlrec.models.dqn_lstm import DQNLSTM
+    from drlrec.rl.envs import simulate_policy, simulated_env
+    from drlrec.rl.simulator import UserSimulator
+    from drlrec.serving.exploration import check, describe
+
+    try:
+        params = load_params(args.params)
+        model_path = Path(params.paths.model) / "model.pt"
+        sim_path = Path(params.paths.simulator) / "simulator.npz"
+        for path in (model_path, sim_path):
+            if not path.is_file():
+                raise DrlrecError(f"{path}: missing (run `make run` first)")
+        cfg = SimpleNamespace(mode=args.mode, epsilon=args.epsilon, top_m=args.top_m, temperature=args.temperature,
+                              mc_samples=2000)
+        check(cfg)
+    except DrlrecError as exc:
+        print(f"ope_check: error: {exc}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(2)
+    model = DQNLSTM.load(model_path)
+    simulator = UserSimulator.load(sim_path)
+    env = simulated_env(params.paths.features, simulator, params.env, params.featurize)
+    k = params.env.k
+    if args.top_m < 2 * k:
+        print(f"ope_check: error: --top-m {args.top_m} must be at least 2 k = {2 * k} (the far challenger)", file=sys.stderr)
+        return 2
+    policies = {"close": lambda s: model.recommend(s, k)[0], "far": lambda s: model.recommend(s, 2 * k)[0][:, k:]}
+    runs = []
+    started = time.perf_counter()
+    for seed in range(args.seeds):
+        log = log_sessions(env, model, k, args.top_m, cfg, args.sessions, seed)
+        row = {"seed": seed, "impressions": len(log), "observed": {"click": float(log[:, 2].mean()), "buy": float(log[:, 3].mean())}}
+        for c, (name, policy) in enumerate(policies.items()):
+            truth = simulate_policy(env, policy, args.truth_sessions, 1_000_000 + seed, n_boot=0)
+            lists = truth.steps
+            row[name] = {
+                "truth": {"click": float(truth.outcomes.clicks.sum()) / (lists * k),
+                          "buy": float(truth.outcomes.buys.sum()) / (lists * k)},
+                "click": estimates(log, 5 + c, 2, args.bootstrap, seed),
+                "buy": estimates(log, 5 + c, 3, args.bootstrap, seed),
+            }
+        runs.append(row)
+        print(f"seed {seed}: {len(log):,} impressions, observed CTR {row['observed']['click']:.4f}; "
+              + "; ".join(f"{n} truth {row[n]['truth']['click']:.4f} DR {row[n]['click']['dr']['value']:.4f} "
+                          f"[{row[n]['click']['dr']['ci_low']:.4f}, {row[n]['click']['dr']['ci_high']:.4f}]" for n in policies)
+              + f" ({time.perf_counter() - started:.0f}s)", file=sys.stderr, flush=True)
+
+    lines = [
+        f"# OPE against the simulator's truth: {args.seeds} seeds, {args.sessions:,} logged sessions each "
+        f"(logging: DQN-LSTM, served head, exploration {describe(cfg)}, k = {k}), truth from "
+        f"{args.truth_sessions:,} on-policy sessions per seed; per impression; 95% CIs from {args.bootstrap} "
+        f"session resamples",
+        "",
+        "| challenger | reward | truth (mean over seeds) | estimator | mean estimate | bias | RMSE | CI covers truth | mean ESS |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    summary = {}
+    for name in policies:
+        for reward in ("click", "buy"):
+            truth = np.array([r[name]["truth"][reward] for r in runs])
+            for est in ("ips", "snips", "dr"):
+                value = np.array([r[name][reward][est]["value"] for r in runs])
+                low = np.array([r[name][reward][est]["ci_low"] for r in runs])
+                high = np.array([r[name][reward][est]["ci_high"] for r in runs])
+                ess = np.array([r[name][reward][est]["ess"] for r in runs])
+                covered = int(((low <= truth) & (truth <= high)).sum())
+                err = value - truth
+                summary[f"{name}/{reward}/{est}"] = {"bias": float(err.mean()), "rmse": float(np.sqrt((err**2).mean())),
+                                                    "covered": covered, "seeds": len(runs)}
+                lines.append(f"| {name} | {'CTR' if reward == 'click' else 'conversion'} | {truth.mean():.4f} | {est} | "
+                             f"{value.mean():.4f} | {err.mean():+.4f} | {np.sqrt((err ** 2).mean()):.4f} | "
+                             f"{covered}/{len(runs)} | {ess.mean():,.0f} |")
+    observed = np.array([r["observed"]["click"] for r in runs])
+    lines += ["", f"Logging policy's observed CTR per impression: {observed.mean():.4f} (mean over seeds). "
+              f"Wall time {time.perf_counter() - started:.0f} s."]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    stem = Path(args.out) if args.out else Path(params.paths.artifacts) / "ope" / "ope_check"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    from drlrec.atomic import write_json, write_text
+
+    write_json(stem.with_suffix(".json"), {"args": vars(args), "summary": summary, "runs": runs})
+    write_text(stem.with_suffix(".md"), table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
