@@ -14,9 +14,13 @@ For each of --seeds seeds:
 Challengers: `close`, the model's greedy top-k (the list the logging policy explores around), and `far`,
 the model's ranks k..2k-1 (items the logging policy shows only when it explores).
 
-The per-slot estimators assume a slot's reward depends only on the state, the item and the slot, and the
-estimate is of the challenger's value on the logging policy's states; the on-policy truth also lets the
-challenger's lists change the later states of a session. Both gaps show up as bias here, on purpose.
+The slot-weighted estimators assume a slot's reward depends only on the state, the item and the slot; the
+simulator's user acts on at most one item of a list (the list's click probabilities are scaled down when
+they sum to more than 1), so a greedy item clicks more often beside explored items than beside other
+greedy ones, and slot weights overestimate a greedy list. List weights do not need that assumption. Every
+estimate is of the challenger's value on the logging policy's states: the one-step truth column (the
+simulator's expected clicks of the challenger's list on those states, no draw) is its target; the on-policy
+truth also lets the challenger's lists change the later states of a session.
 
 Run: python bench/ope_check.py [--seeds 20] [--sessions 2000] [--mode epsilon] [--epsilon 0.3] [--top-m 30]
      (after `make run`: needs artifacts/features, artifacts/model/model.pt and artifacts/simulator)
@@ -36,10 +40,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, seed: int):
+def expected_per_impression(simulator, states, items: np.ndarray) -> np.ndarray:
+    """[2] expected clicks and buys per impression of the lists `items` [B, k] at `states`, summed over the
+    rows: the simulator's own response probabilities (with its at-most-one-item normalisation), no draw."""
+    from drlrec.schema import BUY
+
+    probs = simulator.probabilities(states, items).behavior_prob.astype(np.float64)  # [B, k, 4]
+    total = probs.reshape(len(items), -1).sum(axis=1)
+    scale = np.where(total > 1.0, 1.0 / np.maximum(total, 1e-12), 1.0)
+    return np.array([(probs.sum(axis=2).sum(axis=1) * scale).sum(), (probs[:, :, BUY].sum(axis=1) * scale).sum()])
+
+
+def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, seed: int, simulator=None):
     """Serve `sessions` simulated sessions with exploration; per impression: session, slot, click, buy,
     propensity, and each challenger's probability of the logged item (close: greedy rank j at slot j; far:
-    rank k + j at slot j)."""
+    rank k + j at slot j). With `simulator`, also each challenger's expected clicks and buys per impression
+    on the logged states (the one-step truth: what a per-slot estimator estimates)."""
     from drlrec.models.base import StateBatch
     from drlrec.serving.exploration import explore
 
@@ -47,17 +63,24 @@ def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, see
     core = env.unwrapped
     session = core.start_batch(sessions, rng)
     rows = []
+    onestep = {"close": np.zeros(2), "far": np.zeros(2)}
+    impressions = 0
     while not session.finished.all():
         active = np.flatnonzero(~session.finished)
         states = core.batch_states(session)
         live = StateBatch(*(a[active] for a in states))
         items, scores = model.recommend(live, top_m)  # [A, M] best first
+        if simulator is not None:
+            onestep["close"] += expected_per_impression(simulator, live, items[:, :k])
+            onestep["far"] += expected_per_impression(simulator, live, items[:, k:2 * k])
+            impressions += items.shape[0] * k
         shown = np.zeros((sessions, k), dtype=np.int64)
         positions = np.zeros((len(active), k), dtype=np.int64)
         pscore = np.ones((len(active), k))
+        list_pscore = np.ones(len(active))
         for r in range(len(active)):
             choice = explore(scores[r].astype(np.float64), k, explore_cfg, rng)
-            positions[r], pscore[r] = choice.positions, choice.propensity
+            positions[r], pscore[r], list_pscore[r] = choice.positions, choice.propensity, choice.list_propensity
         shown[active] = np.take_along_axis(items, positions, axis=1)
         out = core.step_batch(session, shown, rng)
         acted = out.item[active]
@@ -65,19 +88,22 @@ def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, see
         click = slot_hit.astype(np.float64)
         buy = (slot_hit & out.bought[active][:, None]).astype(np.float64)
         slots = np.broadcast_to(np.arange(k), positions.shape)
+        close_list = (positions == slots).all(axis=1)  # the candidates are deterministic: P(list) is 0 or 1
+        far_list = (positions == slots + k).all(axis=1)
         rows.append(np.stack([np.repeat(active, k), slots.ravel(), click.ravel(), buy.ravel(), pscore.ravel(),
-                              (positions == slots).ravel(), (positions == slots + k).ravel()], axis=1))
-    return np.concatenate(rows)
+                              (positions == slots).ravel(), (positions == slots + k).ravel(),
+                              np.repeat(list_pscore, k), np.repeat(close_list, k), np.repeat(far_list, k)], axis=1))
+    return np.concatenate(rows), {n: v / max(impressions, 1) for n, v in onestep.items()}
 
 
-def estimates(log: np.ndarray, target_col: int, reward_col: int, n_boot: int, seed: int) -> dict:
+def estimates(log: np.ndarray, target_col: int, reward_col: int, n_boot: int, seed: int, pscore_col: int = 4) -> dict:
     from drlrec.ope import BootstrapConfig, ImpressionLog, estimate_all
 
     slot = log[:, 1].astype(np.int64)
     reward = log[:, reward_col]
     per_slot = np.bincount(slot, weights=reward) / np.maximum(np.bincount(slot), 1)
     q = per_slot[slot]
-    imp = ImpressionLog(group=log[:, 0].astype(np.int64), slot=slot, reward=reward, pscore=log[:, 4],
+    imp = ImpressionLog(group=log[:, 0].astype(np.int64), slot=slot, reward=reward, pscore=log[:, pscore_col],
                         target_prob=log[:, target_col], q_logged=q, q_target=q)
     return {name: e.to_dict() for name, e in estimate_all(imp, BootstrapConfig(n_boot=n_boot, seed=seed)).items()}
 
@@ -130,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     started = time.perf_counter()
     for seed in range(args.seeds):
-        log = log_sessions(env, model, k, args.top_m, cfg, args.sessions, seed)
+        log, onestep = log_sessions(env, model, k, args.top_m, cfg, args.sessions, seed, simulator)
         row = {"seed": seed, "impressions": len(log), "observed": {"click": float(log[:, 2].mean()), "buy": float(log[:, 3].mean())}}
         for c, (name, policy) in enumerate(policies.items()):
             truth = simulate_policy(env, policy, args.truth_sessions, 1_000_000 + seed, n_boot=0)
@@ -138,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             row[name] = {
                 "truth": {"click": float(truth.outcomes.clicks.sum()) / (lists * k),
                           "buy": float(truth.outcomes.buys.sum()) / (lists * k)},
+                "onestep": {"click": float(onestep[name][0]), "buy": float(onestep[name][1])},
                 "click": estimates(log, 5 + c, 2, args.bootstrap, seed),
                 "buy": estimates(log, 5 + c, 3, args.bootstrap, seed),
+                "list": {"click": estimates(log, 8 + c, 2, args.bootstrap, seed, pscore_col=7),
+                         "buy": estimates(log, 8 + c, 3, args.bootstrap, seed, pscore_col=7)},
             }
         runs.append(row)
         print(f"seed {seed}: {len(log):,} impressions, observed CTR {row['observed']['click']:.4f}; "
@@ -153,25 +182,32 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.truth_sessions:,} on-policy sessions per seed; per impression; 95% CIs from {args.bootstrap} "
         f"session resamples",
         "",
-        "| challenger | reward | truth (mean over seeds) | estimator | mean estimate | bias | RMSE | CI covers truth | mean ESS |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+        "| challenger | reward | truth (mean over seeds) | estimator | mean estimate | bias | RMSE | CI covers truth | "
+        "one-step truth on the logged states | CI covers it | mean ESS |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     summary = {}
     for name in policies:
         for reward in ("click", "buy"):
             truth = np.array([r[name]["truth"][reward] for r in runs])
-            for est in ("ips", "snips", "dr"):
-                value = np.array([r[name][reward][est]["value"] for r in runs])
-                low = np.array([r[name][reward][est]["ci_low"] for r in runs])
-                high = np.array([r[name][reward][est]["ci_high"] for r in runs])
-                ess = np.array([r[name][reward][est]["ess"] for r in runs])
+            for weights, est in [("slot", e) for e in ("ips", "snips", "dr")] + [("list", e) for e in ("ips", "snips", "dr")]:
+                def part(r, name=name, reward=reward, weights=weights):
+                    return r[name][reward] if weights == "slot" else r[name]["list"][reward]
+
+                value = np.array([part(r)[est]["value"] for r in runs])
+                low = np.array([part(r)[est]["ci_low"] for r in runs])
+                high = np.array([part(r)[est]["ci_high"] for r in runs])
+                ess = np.array([part(r)[est]["ess"] for r in runs])
+                onestep = np.array([r[name]["onestep"][reward] for r in runs])
                 covered = int(((low <= truth) & (truth <= high)).sum())
+                covered_onestep = int(((low <= onestep) & (onestep <= high)).sum())
                 err = value - truth
-                summary[f"{name}/{reward}/{est}"] = {"bias": float(err.mean()), "rmse": float(np.sqrt((err**2).mean())),
-                                                    "covered": covered, "seeds": len(runs)}
-                lines.append(f"| {name} | {'CTR' if reward == 'click' else 'conversion'} | {truth.mean():.4f} | {est} | "
+                summary[f"{name}/{reward}/{weights}/{est}"] = {"bias": float(err.mean()), "rmse": float(np.sqrt((err**2).mean())),
+                                                    "covered": covered, "covered_onestep": covered_onestep,
+                                                    "bias_onestep": float((value - onestep).mean()), "seeds": len(runs)}
+                lines.append(f"| {name} | {'CTR' if reward == 'click' else 'conversion'} | {truth.mean():.4f} | {weights} {est} | "
                              f"{value.mean():.4f} | {err.mean():+.4f} | {np.sqrt((err ** 2).mean()):.4f} | "
-                             f"{covered}/{len(runs)} | {ess.mean():,.0f} |")
+                             f"{covered}/{len(runs)} | {onestep.mean():.4f} | {covered_onestep}/{len(runs)} | {ess.mean():,.0f} |")
     observed = np.array([r["observed"]["click"] for r in runs])
     lines += ["", f"Logging policy's observed CTR per impression: {observed.mean():.4f} (mean over seeds). "
               f"Wall time {time.perf_counter() - started:.0f} s."]

@@ -178,7 +178,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
     from drlrec.ope_logs import ope_stage
 
     ope_stage(_load(args), args.policy, logs=args.logs, interactions=args.interactions,
-              candidate_exploration=args.candidate_exploration, out_dir=args.out)
+              candidate_exploration=args.candidate_exploration, out_dir=args.out, weights=args.weights)
     return 0
 
 
@@ -513,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interactions", metavar="PATH", help="interaction log (default paths.interactions)")
     p.add_argument("--candidate-exploration", default="off", metavar="SETTING",
                    help="the candidate's own policy: off (its greedy list, default), epsilon:0.1:m50 or boltzmann:t1:m50")
+    p.add_argument("--weights", choices=["slot", "list"], default="slot",
+                   help="importance weights: slot (per-slot marginals, obp's independent IPS; default) or list (the "
+                        "whole list's probability: unbiased when a list's items affect each other's rewards, higher variance)")
     p.add_argument("--out", metavar="DIR", help="output folder (default <paths.artifacts>/ope)")
     add(
         "flow",

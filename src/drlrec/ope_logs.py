@@ -62,6 +62,8 @@ class Impressions:
     click: np.ndarray
     conversion: np.ndarray
     target_prob: np.ndarray
+    list_pscore: np.ndarray  # [n] P(the logged list | state) under the logging policy (the row's list)
+    list_target: np.ndarray  # [n] P(the logged list | state) under the candidate
     unsupported: np.ndarray  # [n] the candidate's mass at this slot on items the logger could not show there
     exploration: list[str]
     n_lists: int
@@ -137,7 +139,7 @@ def build_impressions(
     """Impressions of the model-ranked lists, with the candidate's slot probabilities. `candidate`: a
     ServingModel; `candidate_cfg`: its exploration setting; `logger_of(version) -> ServingModel | None`:
     the logging model of a version (for the support of exploring lists; None skips that check)."""
-    from drlrec.serving.exploration import slot_marginals
+    from drlrec.serving.exploration import list_probability, slot_marginals
 
     lists, skipped = model_lists(exposures)
     if lists.empty:
@@ -156,6 +158,9 @@ def build_impressions(
     slot = shown["slot"].to_numpy()
     item = shown["item_id"].to_numpy()
     target = np.zeros(len(shown))
+    list_target = np.zeros(len(shown))
+    logged_list = pd.to_numeric(lists["list_propensity"], errors="coerce").to_numpy(dtype=np.float64)
+    list_pscore = logged_list[shown["exposure"].to_numpy()]
     unsupported = np.zeros(len(shown))
     row_start = np.searchsorted(exposure, np.arange(len(lists)))
     differs = 0
@@ -170,6 +175,9 @@ def build_impressions(
         for j, it in enumerate(logged.tolist()):
             p = position.get(int(it))
             target[first + j] = marg[p, j] if p is not None and j < marg.shape[1] else 0.0
+        at = [position.get(int(it)) for it in logged.tolist()]
+        list_target[first:first + n_slots] = 0.0 if None in at else list_probability(
+            ranking.score.astype(np.float64)[:size], np.array(at, dtype=np.int64), candidate_cfg)
         if settings[e] == "off":
             if candidate_cfg.mode != "off" or ids[:n_slots].tolist() != logged.tolist():
                 differs += 1
@@ -201,20 +209,34 @@ def build_impressions(
     return Impressions(
         exposure=exposure, user_id=shown["user_id"].to_numpy(dtype=np.int64), slot=slot, item_id=item,
         pscore=shown["pscore"].to_numpy(), click=shown["click"].to_numpy(), conversion=shown["conversion"].to_numpy(),
-        target_prob=target, unsupported=unsupported, exploration=sorted(set(settings)), n_lists=len(lists),
+        target_prob=target, list_pscore=list_pscore, list_target=list_target, unsupported=unsupported, exploration=sorted(set(settings)), n_lists=len(lists),
         n_lists_skipped=skipped,
     )
 
 
-def estimate(imp: Impressions, reward: str, n_boot: int = 1000, seed: int = 42) -> dict[str, Any]:
+def estimate(imp: Impressions, reward: str, n_boot: int = 1000, seed: int = 42, weights: str = "slot") -> dict[str, Any]:
     """observed / IPS / SNIPS / DR of one reward (`click` or `conversion`) with CIs and ESS, and DR minus
-    the logged value (paired, same resamples). The DR reward model: the logs' mean reward per slot."""
+    the logged value (paired, same resamples). The DR reward model: the logs' mean reward per slot.
+
+    `weights`: `slot` (default) weighs an impression by the per-slot marginals (obp's independent IPS: many
+    effective samples, but biased when a slot's reward depends on the list's other items, e.g. a user who
+    acts on at most one item of a list); `list` by P_candidate(list) / P_logging(list) for every impression of
+    the list: unbiased whatever the items do to each other, at far fewer effective samples.
+    bench/ope_check.py measures both in the simulator."""
     from drlrec.ope import BootstrapConfig, ImpressionLog, estimate_all, paired_difference
 
+    if weights not in ("list", "slot"):
+        raise InputError(f"OPE weights: {weights!r} is not list or slot")
     r = getattr(imp, reward)
     per_slot = np.bincount(imp.slot, weights=r) / np.maximum(np.bincount(imp.slot), 1)
     q = per_slot[imp.slot]
-    log = ImpressionLog(group=imp.user_id, slot=imp.slot, reward=r, pscore=imp.pscore, target_prob=imp.target_prob,
+    if weights == "list":
+        if not np.all(np.isfinite(imp.list_pscore)) or np.any(imp.list_pscore <= 0):
+            raise InputError("exposure log: lists without a list propensity (logged by an older drlrec): use --weights slot")
+        pscore, target = imp.list_pscore, imp.list_target
+    else:
+        pscore, target = imp.pscore, imp.target_prob
+    log = ImpressionLog(group=imp.user_id, slot=imp.slot, reward=r, pscore=pscore, target_prob=target,
                         q_logged=q, q_target=q)
     cfg = BootstrapConfig(n_boot=n_boot, seed=seed)
     estimates = estimate_all(log, cfg)
@@ -229,7 +251,7 @@ def _table(result: dict[str, Any]) -> str:
         "",
         f"{result['n_impressions']:,} impressions of {result['n_lists']:,} model-ranked lists "
         f"({result['n_lists_skipped']:,} other rows left out) from {result['users']:,} users; logged exploration: "
-        f"{', '.join(result['logged_exploration'])}; per-slot estimators, user-level bootstrap 95% CIs "
+        f"{', '.join(result['logged_exploration'])}; {result['weights']}-level importance weights, user-level bootstrap 95% CIs "
         f"({result['bootstrap']} resamples); unsupported mass {result['unsupported_mass']:.4f}.",
         "",
         "| reward | estimator | value per impression | 95% CI | ESS |",
@@ -245,7 +267,7 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def estimate_policy(params: Any, candidate: Any, label: str, logs: str | None = None, interactions: str | None = None,
-                    candidate_exploration: str = "off", logger_loader: Any = None) -> dict[str, Any]:
+                    candidate_exploration: str = "off", logger_loader: Any = None, weights: str = "slot") -> dict[str, Any]:
     """The OPE result of `candidate` (a ModelBundle, shown as `label`) on the logs: impressions, click and
     conversion estimates (see `estimate`), unsupported mass. `logger_loader(version) -> ModelBundle` loads a
     logging model for the support check (None: not checked). One-line InputError on unusable logs."""
@@ -278,14 +300,15 @@ def estimate_policy(params: Any, candidate: Any, label: str, logs: str | None = 
         "n_impressions": len(imp.slot), "users": int(len(np.unique(imp.user_id))),
         "logged_exploration": imp.exploration, "bootstrap": n_boot,
         "unsupported_mass": float(imp.unsupported.mean()) if len(imp.unsupported) else 0.0,
-        "click": estimate(imp, "click", n_boot, params.base.seed),
-        "conversion": estimate(imp, "conversion", n_boot, params.base.seed),
+        "weights": weights,
+        "click": estimate(imp, "click", n_boot, params.base.seed, weights),
+        "conversion": estimate(imp, "conversion", n_boot, params.base.seed, weights),
     }
 
 
 def ope_stage(params: Any, policy: str, logs: str | None = None, interactions: str | None = None,
               candidate_exploration: str = "off", out_dir: str | None = None, tracking_uri: str | None = None,
-              loader: Any = None) -> dict[str, Any]:
+              loader: Any = None, weights: str = "slot") -> dict[str, Any]:
     """`drlrec ope`: estimate `policy` (a registry alias or version) from the exposure and interaction logs;
     print the table, write <out_dir>/ope-<policy>.json and .md, and log them to MLflow.
     `loader(alias_or_version) -> ModelBundle` (default: drlrec.registry.load_model)."""
@@ -298,7 +321,7 @@ def ope_stage(params: Any, policy: str, logs: str | None = None, interactions: s
     load = loader or (lambda ref: load_model(ref, tracking_uri=tracking_uri, name=params.register.model_name))
     if not Path(logs or params.paths.exposures).is_file():
         raise InputError(f"{logs or params.paths.exposures}: no exposure log (serve recommendations first, or pass --logs)")
-    result = estimate_policy(params, load(policy), policy, logs, interactions, candidate_exploration, load)
+    result = estimate_policy(params, load(policy), policy, logs, interactions, candidate_exploration, load, weights)
     out = Path(out_dir or Path(params.paths.artifacts) / "ope")
     stem = f"ope-{policy}"
     table = _table(result)
@@ -307,7 +330,7 @@ def ope_stage(params: Any, policy: str, logs: str | None = None, interactions: s
     with start_run(f"ope-{policy}", tracking_uri=tracking_uri, tags={"stage": "ope", "policy": policy,
                                                                     "candidate_version": result["candidate_version"]}) as run:
         run.log_params({"policy": policy, "candidate_exploration": candidate_exploration, "logs": result["logs"],
-                        "bootstrap": result["bootstrap"]})
+                        "bootstrap": result["bootstrap"], "weights": weights})
         run.log_metrics({f"ope/{reward}/{name}{suffix}": e[key]
                          for reward in ("click", "conversion") for name, e in result[reward]["estimates"].items()
                          for suffix, key in (("", "value"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))})

@@ -51,6 +51,9 @@ def test_epsilon_exploration_logs_propensities_and_the_state(tmp_path, source, b
         propensity = np.array(row.propensities.split(), dtype=np.float64)
         expected = [0.7 if top.index(item) == slot else 0.3 / 15 for slot, item in enumerate(shown)]
         np.testing.assert_allclose(propensity, expected, rtol=1e-5)
+        replaced = sum(top.index(item) != slot for slot, item in enumerate(shown))
+        whole = 0.7 ** (5 - replaced) * 0.3**replaced * np.prod([1 / (15 - i) for i in range(replaced)])
+        assert float(row.list_propensity) == pytest.approx(whole, rel=1e-5)
         explored += sum(top.index(item) != slot for slot, item in enumerate(shown))
     assert 0.15 < explored / (40 * 5) < 0.45  # about epsilon of the slots show an item outside the greedy list
 
@@ -118,6 +121,11 @@ def test_ope_recovers_the_greedy_lists_ctr_from_epsilon_logs_and_refuses_unsuppo
         assert click[name]["ci_low"] <= 1.0 <= click[name]["ci_high"] and abs(click[name]["value"] - 1.0) < 0.15, (name, click[name])
     assert result["click"]["dr_minus_observed"]["ci_low"] > 0  # the greedy list beats its own exploration
     assert (tmp_path / "ope" / "ope-challenger.md").read_text().count("| click |") == 5
+    whole = ope_stage(params, "challenger", logs=str(tmp_path / "exposures.csv"), out_dir=str(tmp_path / "ope"),
+                      tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", loader=lambda ref: load_bundle(bundle_dir),
+                      weights="list")["click"]["estimates"]
+    assert whole["ips"]["ci_low"] <= 1.0 <= whole["ips"]["ci_high"] and whole["snips"]["value"] == pytest.approx(1.0)
+    assert whole["ips"]["ess"] < click["ips"]["ess"]  # whole-list weights: fewer effective samples
 
     with serve(tmp_path / "off", source, {"mode": "off"}) as client:
         for u in users:

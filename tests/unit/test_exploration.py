@@ -111,3 +111,29 @@ def test_bad_settings_are_one_line_errors(changes: dict, message: str) -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match=message):  # params.yaml's serve.exploration is checked when loaded
         ExplorationConfig(**vars(bad))
+
+
+@pytest.mark.parametrize("mode", ["off", "epsilon", "boltzmann"])
+def test_list_probability_is_a_distribution_over_ordered_lists_and_the_draws_follow_it(mode: str) -> None:
+    from itertools import permutations
+
+    from drlrec.serving.exploration import list_probability
+
+    scores, k = SCORES[:6], 2
+    c = cfg(mode, top_m=6, mc_samples=200)  # the slot propensities are not what this test checks
+    lists = [np.array(p) for p in permutations(range(6), k)]
+    probs = np.array([list_probability(scores, p, c) for p in lists])
+    assert probs.sum() == pytest.approx(1.0) and (probs >= 0).all()
+    if mode == "epsilon":  # both kept, one replaced (4 pool items), both replaced (4 x 3 ordered draws)
+        assert list_probability(scores, np.array([0, 1]), c) == pytest.approx(0.8**2)
+        assert list_probability(scores, np.array([0, 4]), c) == pytest.approx(0.8 * 0.2 / 4)
+        assert list_probability(scores, np.array([5, 2]), c) == pytest.approx(0.2**2 / (4 * 3))
+        assert list_probability(scores, np.array([1, 0]), c) == 0.0  # a greedy item at another slot
+    rng = np.random.default_rng(11)
+    draws = [explore(scores, k, c, rng) for _ in range(6000)]
+    seen = {}
+    for d in draws:
+        seen[tuple(d.positions.tolist())] = seen.get(tuple(d.positions.tolist()), 0) + 1
+        assert d.list_propensity == pytest.approx(list_probability(scores, d.positions, c))
+    for key, count in seen.items():
+        assert count / 6000 == pytest.approx(list_probability(scores, np.array(key), c), abs=0.02)

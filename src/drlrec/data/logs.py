@@ -32,8 +32,8 @@ EXPOSURE_COLUMNS: tuple[str, ...] = (
     "served_at", "user_id", "variant", "alias", "model_version", "fallback", "cached", "items",
     # the policy that chose the list and how it explored (drlrec.serving.exploration.describe)
     "policy", "exploration",
-    # P(shown item at its slot | state), one per item of `items`
-    "propensities",
+    # P(shown item at its slot | state), one per item of `items`; P(exactly this ordered list | state)
+    "propensities", "list_propensity",
     # the state the model saw: the kept history (oldest first) and the user's events in all
     "history_total", "state_items", "state_categories", "state_behaviors", "state_timestamps",
 )
@@ -222,15 +222,16 @@ class ExposureLog:
     def append(
         self, served_at: float, user_id: int, variant: str, alias: str, model_version: str, fallback: str,
         cached: bool, items: list[int], policy: str = "", exploration: str = "off",
-        propensities: list[float] | None = None, history: Any = None,
+        propensities: list[float] | None = None, history: Any = None, list_propensity: float = 1.0,
     ) -> None:
         """One served list. `propensities`: P(item at its slot | state) per item (default 1 each: a greedy
-        list); `history`: the drlrec.serving.state.History the model ranked from (None: no state)."""
+        list); `list_propensity`: P(this ordered list | state); `history`: the drlrec.serving.state.History
+        the model ranked from (None: no state)."""
         row = [f"{served_at:.3f}", int(user_id), variant, alias, model_version, fallback, int(cached),
                " ".join(str(int(i)) for i in items)]
         if not self.legacy:
             shown = [1.0] * len(items) if propensities is None else propensities
-            row += [policy, exploration, " ".join(f"{float(p):.6g}" for p in shown)]
+            row += [policy, exploration, " ".join(f"{float(p):.6g}" for p in shown), f"{float(list_propensity):.6g}"]
             if history is None:
                 row += [0, "", "", "", ""]
             else:

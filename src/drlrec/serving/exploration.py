@@ -19,6 +19,7 @@ conditional on the earlier slots. Each mode below defines a list distribution ov
 
     choice = explore(scores, k, cfg, rng)      # choice.positions [k] into the top-M, choice.propensity [k]
     P = slot_marginals(scores, k, cfg)          # [M, k] for a candidate policy's probabilities in OPE
+    list_probability(scores, choice.positions, cfg) == choice.list_propensity   # the whole list's
 """
 
 from __future__ import annotations
@@ -32,10 +33,39 @@ MODES = ("off", "epsilon", "boltzmann")
 
 
 class Choice(NamedTuple):
-    """What the service shows: positions into the top-M (slot order) and each one's slot propensity."""
+    """What the service shows: positions into the top-M (slot order), each one's slot propensity, and the
+    probability of the whole ordered list."""
 
     positions: np.ndarray  # [k] int64, indices into the top-M scores
     propensity: np.ndarray  # [k] float64, P(shown item at its slot | state)
+    list_propensity: float  # P(exactly this ordered list | state)
+
+
+def list_probability(scores: np.ndarray, positions: np.ndarray, cfg: Any) -> float:
+    """P(the policy `cfg` shows exactly the ordered list `positions` (indices into the top-M `scores`, best
+    first) | state): exact for every mode. The whole-list importance weight of OPE's list-level IPS, which
+    stays unbiased when a slot's reward depends on the other items of the list (a user who acts on at most
+    one item of a list: the per-slot weights' independence assumption fails there)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positions = np.asarray(positions, dtype=np.int64)
+    m, k = len(scores), len(positions)
+    if cfg.mode == "off" or m <= k:
+        return float(np.array_equal(positions, np.arange(k)))
+    if cfg.mode == "epsilon":
+        kept = positions == np.arange(k)
+        replaced = ~kept
+        if np.any(positions[replaced] < k) or len(set(positions.tolist())) < k:  # a greedy item moved, or twice
+            return 0.0
+        r = int(replaced.sum())
+        draws = np.prod([1.0 / (m - k - i) for i in range(r)]) if r else 1.0
+        return float((1.0 - cfg.epsilon) ** (k - r) * cfg.epsilon**r * draws)
+    if len(set(positions.tolist())) < k:
+        return 0.0
+    logits = scores / cfg.temperature
+    logits = logits - logits.max()
+    weights = np.exp(logits)
+    remaining = weights.sum() - np.concatenate([[0.0], np.cumsum(weights[positions])[:-1]])
+    return float(np.prod(weights[positions] / remaining))
 
 
 def describe(cfg: Any) -> str:
@@ -111,14 +141,14 @@ def explore(scores: np.ndarray, k: int, cfg: Any, rng: np.random.Generator) -> C
     m = len(scores)
     k = min(k, m)
     if cfg.mode == "off" or m <= k:
-        return Choice(np.arange(k, dtype=np.int64), np.ones(k))
+        return Choice(np.arange(k, dtype=np.int64), np.ones(k), 1.0)
     if cfg.mode == "epsilon":
         replaced = rng.random(k) < cfg.epsilon
         positions = np.arange(k, dtype=np.int64)
         positions[replaced] = k + rng.permutation(m - k)[: int(replaced.sum())]
         propensity = np.where(replaced, cfg.epsilon / (m - k), 1.0 - cfg.epsilon)
-        return Choice(positions, propensity)
+        return Choice(positions, propensity, list_probability(scores, positions, cfg))
     positions = _gumbel_top_k(scores / cfg.temperature, k, rng, 1)[0].astype(np.int64)
     counts = _boltzmann_counts(scores, k, cfg)
     propensity = (counts[positions, np.arange(k)] + 1.0) / (cfg.mc_samples + 1.0)  # the realised draw included
-    return Choice(positions, propensity)
+    return Choice(positions, propensity, list_probability(scores, positions, cfg))

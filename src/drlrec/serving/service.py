@@ -171,21 +171,21 @@ class Service:
             self.cache.set(user_id, ctx["field"], payload)
         return payload
 
-    def shown(self, payload: dict[str, Any], k: int) -> tuple[list[dict[str, Any]], list[float]]:
-        """The k items shown from a payload and each one's slot propensity: a draw from the top-M when the
-        payload explores (serve.exploration), else its first k with propensity 1."""
+    def shown(self, payload: dict[str, Any], k: int) -> tuple[list[dict[str, Any]], list[float], float]:
+        """The k items shown from a payload, each one's slot propensity and the list's probability: a draw
+        from the top-M when the payload explores (serve.exploration), else its first k with probability 1."""
         items = payload["items"]
         if not payload.get("explore") or len(items) <= 1:
-            return items[:k], [1.0] * len(items[:k])
+            return items[:k], [1.0] * len(items[:k]), 1.0
         scores = np.array([it["score"] for it in items], dtype=np.float64)
         with self.rng_lock:
             choice = exploration.explore(scores, k, self.exploration, self.rng)
-        return [items[i] for i in choice.positions.tolist()], choice.propensity.tolist()
+        return [items[i] for i in choice.positions.tolist()], choice.propensity.tolist(), choice.list_propensity
 
     def respond(self, user_id: int, payload: dict[str, Any], ctx: dict[str, Any], cached: bool,
                 k: int | None = None) -> dict[str, Any]:
         variant = ctx["variant"]
-        items, propensities = self.shown(payload, len(payload["items"]) if k is None else k)
+        items, propensities, list_propensity = self.shown(payload, len(payload["items"]) if k is None else k)
         if self.exposure_log is not None:
             stored = payload.get("history")
             history = None if stored is None else History(*(np.asarray(part, dtype=np.int64) for part in stored[1:]), stored[0])
@@ -195,7 +195,7 @@ class Service:
                 payload["fallback"] or "", cached, [it["item_id"] for it in items],
                 policy="model" if model_list else "popularity",
                 exploration=self.explore_label if payload.get("explore") else "off",
-                propensities=propensities, history=history,
+                propensities=propensities, history=history, list_propensity=list_propensity,
             )
         self.metrics.exposures.labels(variant.name).inc()
         return {"user_id": user_id, "items": items, "model_version": payload["model_version"],
