@@ -7,7 +7,8 @@
 
 wrk (Debian's, not wrk2) has no fixed-rate mode: each connection pauses between requests, so the offered
 rate is at most connections * 1000 / (pause + latency); the achieved rate is printed. Prints p50/p95/p99,
-RPS and errors. Run: python bench/serve/bench_serve.py [--duration 20]
+RPS and errors. Run: python bench/serve/bench_serve.py [--duration 20] [--exploration epsilon:0.1:m50]
+(--exploration: each scenario also with serve.exploration on, after the same scenario with it off)
 """
 
 from __future__ import annotations
@@ -127,6 +128,10 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=20, help="seconds of load per scenario")
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--exploration", default="off", metavar="SETTING",
+                    help="serve.exploration for both scenarios, as the exposure log writes it: off (default), "
+                         "epsilon:0.1:m50 or boltzmann:t1:m50; with a setting other than off each scenario also runs "
+                         "with exploration off in the same process, for the ratio")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -150,19 +155,29 @@ def main() -> int:
         print(f"setup: {args.items:,}-item bundle, 20,000 users x 20 events, registered in {uri} "
               f"({time.perf_counter() - t0:.1f}s)")
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "DRLREC_API_TOKEN": TOKEN, "DRLREC_REDIS_URL": ""}
+        from drlrec.ope_logs import parse_exploration
+
+        explore = parse_exploration(args.exploration)
+        settings = ["off"] if explore.mode == "off" else ["off", args.exploration]
         rows = []
-        for name, ttl, users, connections, delay, target in (
-            ("cached", 600, 1000, 24, 20, 1000), ("uncached", 0, 20000, 12, 30, 200),
-        ):
+        scenarios = [(*row, setting) for row in (("cached", 600, 1000, 24, 20, 1000), ("uncached", 0, 20000, 12, 30, 200))
+                     for setting in settings]
+        for scenario, ttl, users, connections, delay, target, setting in scenarios:
+            name = scenario if setting == "off" else f"{scenario}+{setting}"
+            tag = name.replace(":", "_").replace("+", "_")
             raw = params_to_dict(params)
-            raw["paths"].update(events=str(work / "events.parquet"), interactions=str(work / f"{name}-interactions.csv"),
-                                exposures=str(work / f"{name}-exposures.csv"))
+            raw["paths"].update(events=str(work / "events.parquet"), interactions=str(work / f"{tag}-interactions.csv"),
+                                exposures=str(work / f"{tag}-exposures.csv"))
             raw["serve"].update(cache_ttl=ttl, poll_seconds=0)
+            if setting != "off":
+                cfg = parse_exploration(setting)
+                raw["serve"]["exploration"] = {"mode": cfg.mode, "epsilon": cfg.epsilon, "top_m": cfg.top_m,
+                                               "temperature": cfg.temperature, "mc_samples": cfg.mc_samples}
             raw["ab"]["enabled"] = False
-            params_path = work / f"{name}.yaml"
+            params_path = work / f"{tag}.yaml"
             params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
             port = free_port()
-            process = start_server(params_path, port, env, work / f"{name}.log")
+            process = start_server(params_path, port, env, work / f"{tag}.log")
             try:
                 if ttl:  # fill the cache first
                     import httpx
@@ -182,10 +197,10 @@ def main() -> int:
             rows.append((name, target, result, errors, stats["cache"]["hit_rate"]))
         print(f"\nwrk -t1, closed loop with a per-connection pause; {args.duration}s per scenario; "
               f"one uvicorn worker; {os.cpu_count()} CPUs shared by server and wrk")
-        print(f"{'scenario':<10}{'target rps':>11}{'rps':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+        print(f"{'scenario':<34}{'target rps':>11}{'rps':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"
               f"{'requests':>10}{'errors':>8}{'hit rate':>10}")
         for name, target, r, errors, hit in rows:
-            print(f"{name:<10}{target:>11}{r['rps']:>9.1f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            print(f"{name:<34}{target:>11}{r['rps']:>9.1f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}"
                   f"{r['max_ms']:>9.2f}{int(r['requests']):>10}{errors:>8}{hit:>10.3f}")
         print(json.dumps({name: {**r, "errors": errors, "target_rps": target, "cache_hit_rate": hit}
                           for name, target, r, errors, hit in rows}))
