@@ -100,7 +100,25 @@ def greedy_click_logs(tmp_path, source, bundle_dir, users: int = 6, rounds: int 
     (tmp_path / "interactions.csv").write_text("\n".join(clicks) + "\n")
 
 
-def test_ope_recovers_the_greedy_lists_ctr_from_epsilon_logs_and_refuses_unsupported_ones(tmp_path, source, bundle_dir) -> None:
+@pytest.fixture(scope="module")
+def click_logs(tmp_path_factory, bundle_dir):
+    """greedy_click_logs once for the module: the folder holding exposures.csv and interactions.csv."""
+    from drlrec.serving.models import BundleDirSource
+
+    folder = tmp_path_factory.mktemp("greedy-click-logs")
+    greedy_click_logs(folder, BundleDirSource({a: ("1", str(bundle_dir)) for a in ("champion", "challenger")}), bundle_dir)
+    return folder
+
+
+def copy_logs(src, dst) -> None:
+    import shutil
+
+    for name in ("exposures.csv", "interactions.csv"):
+        shutil.copy(src / name, dst / name)
+
+
+def test_ope_recovers_the_greedy_lists_ctr_from_epsilon_logs_and_refuses_unsupported_ones(tmp_path, source, bundle_dir,
+                                                                                          click_logs) -> None:
     """On greedy_click_logs, IPS, SNIPS and DR recover the greedy candidate's (the same model's) true CTR
     of 1.0 from logs whose observed CTR is about 0.7. Logs without exploration refuse a candidate that
     explores, with the reason."""
@@ -109,7 +127,7 @@ def test_ope_recovers_the_greedy_lists_ctr_from_epsilon_logs_and_refuses_unsuppo
     from drlrec.ope_logs import ope_stage
 
     users = warm_users(6)
-    greedy_click_logs(tmp_path, source, bundle_dir)
+    copy_logs(click_logs, tmp_path)
     params = make_params(tmp_path)
     result = ope_stage(params, "challenger", logs=str(tmp_path / "exposures.csv"), out_dir=str(tmp_path / "ope"),
                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", loader=lambda ref: load_bundle(bundle_dir))
@@ -175,7 +193,8 @@ def test_ope_bad_input_is_a_one_line_error(tmp_path, bundle_dir, monkeypatch, ca
     assert code != 0 and len(err) == 1 and "no exposure log" in err[0]
 
 
-def test_ope_gate_on_fixed_seed_logs_blocks_a_worse_challenger_and_promotes_a_better_one(tmp_path, source, bundle_dir) -> None:
+def test_ope_gate_on_fixed_seed_logs_blocks_a_worse_challenger_and_promotes_a_better_one(tmp_path, bundle_dir,
+                                                                                         click_logs) -> None:
     """register.ope_gate with the real estimate on greedy_click_logs: a challenger that shows only
     explored items (true CTR 0) is blocked; the greedy one (true CTR 1.0, logged 0.7) is promoted."""
     import dataclasses
@@ -184,7 +203,7 @@ def test_ope_gate_on_fixed_seed_logs_blocks_a_worse_challenger_and_promotes_a_be
     from drlrec.ope_logs import estimate_policy, ope_gate
     from drlrec.registry import alias_version, register_model
 
-    greedy_click_logs(tmp_path, source, bundle_dir)
+    copy_logs(click_logs, tmp_path)
     params = make_params(tmp_path)
     params = dataclasses.replace(params, register=dataclasses.replace(params.register, ope_gate=True))
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"

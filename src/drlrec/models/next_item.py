@@ -397,7 +397,23 @@ def fit_next_item(
     model: SequenceRecommender, data: TrainingData, loop: Any, cfg: BaselinesConfig, seed: int, progress: bool = False
 ) -> FitLog:
     """The training loop (module doc). `loop` is the model's config section: max_len, max_epochs, batch_size,
-    lr, loss, max_logits, candidates, negative_alpha, unknown_dropout, eval_every, patience."""
+    lr, loss, max_logits, candidates, negative_alpha, unknown_dropout, eval_every, patience.
+
+    Runs with torch's deterministic algorithms: with more than one thread, one of SASRec's CPU backward ops
+    otherwise accumulates in a varying order, and the same seed gave other weights from run to run (the
+    simulate stage's DVC output then changed on every `make run`)."""
+
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _fit_next_item(model, data, loop, cfg, seed, progress)
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _fit_next_item(
+    model: SequenceRecommender, data: TrainingData, loop: Any, cfg: BaselinesConfig, seed: int, progress: bool = False
+) -> FitLog:
     from tqdm import tqdm
 
     from drlrec.evaluate import validation_evaluator
