@@ -97,12 +97,11 @@ def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, see
 
 
 def estimates(log: np.ndarray, target_col: int, reward_col: int, n_boot: int, seed: int, pscore_col: int = 4) -> dict:
-    from drlrec.ope import BootstrapConfig, ImpressionLog, estimate_all
+    from drlrec.ope import BootstrapConfig, ImpressionLog, estimate_all, slot_mean_reward
 
     slot = log[:, 1].astype(np.int64)
     reward = log[:, reward_col]
-    per_slot = np.bincount(slot, weights=reward) / np.maximum(np.bincount(slot), 1)
-    q = per_slot[slot]
+    q = slot_mean_reward(slot, reward)
     imp = ImpressionLog(group=log[:, 0].astype(np.int64), slot=slot, reward=reward, pscore=log[:, pscore_col],
                         target_prob=log[:, target_col], q_logged=q, q_target=q)
     return {name: e.to_dict() for name, e in estimate_all(imp, BootstrapConfig(n_boot=n_boot, seed=seed)).items()}

@@ -155,7 +155,7 @@ def main() -> int:
         print(f"setup: {args.items:,}-item bundle, 20,000 users x 20 events, registered in {uri} "
               f"({time.perf_counter() - t0:.1f}s)")
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "DRLREC_API_TOKEN": TOKEN, "DRLREC_REDIS_URL": ""}
-        from drlrec.ope_logs import parse_exploration
+        from drlrec.serving.exploration import parse as parse_exploration
 
         explore = parse_exploration(args.exploration)
         settings = ["off"] if explore.mode == "off" else ["off", args.exploration]

@@ -156,6 +156,14 @@ class _Prepared(NamedTuple):
     has_dr: bool
 
 
+def slot_mean_reward(slot: np.ndarray, reward: np.ndarray) -> np.ndarray:
+    """[n] the simplest direct method: each row's slot's mean logged reward (`q_logged` = `q_target` for DR;
+    it does not depend on the candidate)."""
+    slot = np.asarray(slot, dtype=np.int64)
+    per_slot = np.bincount(slot, weights=np.asarray(reward, dtype=np.float64)) / np.maximum(np.bincount(slot), 1)
+    return per_slot[slot]
+
+
 def estimate_all(log: ImpressionLog, cfg: BootstrapConfig | None = None) -> dict[str, Estimate]:
     """{name: Estimate} for observed, ips, snips and (when log has q_logged and q_target) dr, all on the
     same user-level resamples. Raises InputError, with one line saying what is wrong, on a bad log."""

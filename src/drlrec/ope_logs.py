@@ -20,7 +20,6 @@ probabilities: what `drlrec ope --policy ALIAS_OR_VERSION` estimates from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -28,26 +27,10 @@ import pandas as pd
 
 from drlrec.errors import InputError
 from drlrec.schema import BUY
+from drlrec.serving.exploration import parse as parse_exploration
 
 #: rows of states ranked per forward pass
 CHUNK = 256
-
-
-def parse_exploration(label: str) -> SimpleNamespace:
-    """The setting an exposure row logged (drlrec.serving.exploration.describe) back as a config."""
-    parts = str(label or "off").split(":")
-    if parts[0] in ("", "off"):
-        return SimpleNamespace(mode="off", epsilon=0.0, top_m=0, temperature=1.0, mc_samples=2000)
-    try:
-        if parts[0] == "epsilon":
-            return SimpleNamespace(mode="epsilon", epsilon=float(parts[1]), top_m=int(parts[2].removeprefix("m")),
-                                   temperature=1.0, mc_samples=2000)
-        if parts[0] == "boltzmann":
-            return SimpleNamespace(mode="boltzmann", epsilon=0.0, temperature=float(parts[1].removeprefix("t")),
-                                   top_m=int(parts[2].removeprefix("m")), mc_samples=2000)
-    except (IndexError, ValueError):
-        pass
-    raise InputError(f"exposure log: unknown exploration setting {label!r}")
 
 
 @dataclass
@@ -223,13 +206,12 @@ def estimate(imp: Impressions, reward: str, n_boot: int = 1000, seed: int = 42, 
     acts on at most one item of a list); `list` by P_candidate(list) / P_logging(list) for every impression of
     the list: unbiased whatever the items do to each other, at far fewer effective samples.
     bench/ope_check.py measures both in the simulator."""
-    from drlrec.ope import BootstrapConfig, ImpressionLog, estimate_all, paired_difference
+    from drlrec.ope import BootstrapConfig, ImpressionLog, estimate_all, paired_difference, slot_mean_reward
 
     if weights not in ("list", "slot"):
         raise InputError(f"OPE weights: {weights!r} is not list or slot")
     r = getattr(imp, reward)
-    per_slot = np.bincount(imp.slot, weights=r) / np.maximum(np.bincount(imp.slot), 1)
-    q = per_slot[imp.slot]
+    q = slot_mean_reward(imp.slot, r)
     if weights == "list":
         if not np.all(np.isfinite(imp.list_pscore)) or np.any(imp.list_pscore <= 0):
             raise InputError("exposure log: lists without a list propensity (logged by an older drlrec): use --weights slot")

@@ -137,3 +137,12 @@ def test_list_probability_is_a_distribution_over_ordered_lists_and_the_draws_fol
         assert d.list_propensity == pytest.approx(list_probability(scores, d.positions, c))
     for key, count in seen.items():
         assert count / 6000 == pytest.approx(list_probability(scores, np.array(key), c), abs=0.02)
+
+
+@pytest.mark.parametrize("mode", ["off", "epsilon", "boltzmann"])
+def test_parse_reads_back_what_describe_writes(mode: str) -> None:
+    from drlrec.serving.exploration import parse
+
+    c = cfg(mode, epsilon=0.25, top_m=40, temperature=0.5)
+    back = parse(describe(c))
+    assert describe(back) == describe(c) and back.mode == mode

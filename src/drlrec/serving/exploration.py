@@ -25,6 +25,7 @@ conditional on the earlier slots. Each mode below defines a list distribution ov
 from __future__ import annotations
 
 import hashlib
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -75,6 +76,25 @@ def describe(cfg: Any) -> str:
     if cfg.mode == "epsilon":
         return f"epsilon:{cfg.epsilon:g}:m{cfg.top_m}"
     return f"boltzmann:t{cfg.temperature:g}:m{cfg.top_m}"
+
+
+def parse(label: str) -> SimpleNamespace:
+    """The inverse of `describe`: a logged setting (`off`, `epsilon:0.1:m50`, ...) back as a config."""
+    from drlrec.errors import InputError
+
+    parts = str(label or "off").split(":")
+    if parts[0] in ("", "off"):
+        return SimpleNamespace(mode="off", epsilon=0.0, top_m=0, temperature=1.0, mc_samples=2000)
+    try:
+        if parts[0] == "epsilon":
+            return SimpleNamespace(mode="epsilon", epsilon=float(parts[1]), top_m=int(parts[2].removeprefix("m")),
+                                   temperature=1.0, mc_samples=2000)
+        if parts[0] == "boltzmann":
+            return SimpleNamespace(mode="boltzmann", epsilon=0.0, temperature=float(parts[1].removeprefix("t")),
+                                   top_m=int(parts[2].removeprefix("m")), mc_samples=2000)
+    except (IndexError, ValueError):
+        pass
+    raise InputError(f"exposure log: unknown exploration setting {label!r}")
 
 
 def check(cfg: Any) -> None:
