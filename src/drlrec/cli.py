@@ -243,9 +243,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
-    from drlrec.serving.abtest import ab_report_stage
+    from drlrec.serving.abtest import ab_predict_stage, ab_report_stage
 
-    ab_report_stage(_load(args), out=args.out)
+    if args.action == "predict":
+        ab_predict_stage(_load(args), logs=args.logs, interactions=args.interactions, out=args.out)
+    else:
+        ab_report_stage(_load(args), out=args.out, predictions=args.predictions)
     return 0
 
 
@@ -582,13 +585,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "ab",
         cmd_ab,
-        "A/B test report from the serving logs: CTR and conversion per variant with CIs, z-tests, SRM",
-        "`drlrec ab report` reads paths.exposures and paths.interactions and prints, per variant of ab:,\n"
-        "CTR and conversion with Wilson CIs, two-proportion z-tests against ab.control and the\n"
-        "sample-ratio-mismatch check; the JSON goes to paths.ab_report (atomically).",
+        "A/B tests: OPE's prediction per arm before the test, and the report from the serving logs",
+        "`drlrec ab predict` (before the test) estimates each arm's CTR and conversion from the exposure and\n"
+        "interaction logs of the policy serving now, which must explore (serve.exploration): the arm's\n"
+        "registry alias under serve.exploration, list-level doubly robust estimate with user-level CIs; the\n"
+        "JSON goes to paths.ab_predictions. `drlrec ab report` reads paths.exposures and paths.interactions\n"
+        "and prints, per variant of ab:, CTR and conversion with Wilson CIs, two-proportion z-tests against\n"
+        "ab.control and the sample-ratio-mismatch check, and, when paths.ab_predictions exists, OPE's\n"
+        "prediction beside each arm's observed values; the JSON goes to paths.ab_report (atomically).",
     )
-    p.add_argument("action", choices=["report"], help="report: compute and print the A/B report")
-    p.add_argument("--out", default=None, help="JSON output (default: paths.ab_report)")
+    p.add_argument("action", choices=["report", "predict"], help="report: the A/B report; predict: OPE's prediction per arm")
+    p.add_argument("--out", default=None, help="JSON output (default: paths.ab_report or paths.ab_predictions)")
+    p.add_argument("--logs", default=None, help="predict: exposure log to estimate from (default: paths.exposures)")
+    p.add_argument("--interactions", default=None, help="predict: interaction log (default: paths.interactions)")
+    p.add_argument("--predictions", default=None,
+                   help="report: the predictions JSON to show (default: paths.ab_predictions when it exists)")
     return parser
 
 

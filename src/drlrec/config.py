@@ -86,6 +86,9 @@ class PathsConfig:
     ab_report: str = "artifacts/ab_report.json"
     """`drlrec ab report`: per-variant CTR and conversion with CIs, z-tests against the control and the
     sample-ratio-mismatch check."""
+    ab_predictions: str = "artifacts/ab_predictions.json"
+    """`drlrec ab predict`: OPE's prediction of each arm's CTR and conversion from the logs before the test
+    (the A/B report shows them beside the observed values)."""
     partitions: str = "artifacts/partitions"
     """Working folder of the partitioned ingest and featurize (scale.partitions > 1): per-partition files,
     removed when the combined outputs are written. Must be shared storage for a remote Dask cluster."""

@@ -226,6 +226,34 @@ def estimate(imp: Impressions, reward: str, n_boot: int = 1000, seed: int = 42, 
     return {"estimates": {k: v.to_dict() for k, v in estimates.items()}, "dr_minus_observed": lift.to_dict()}
 
 
+def list_rewards(imp: Impressions, reward: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One row per logged list, in the A/B report's terms (drlrec.serving.abtest): the list's reward is 1
+    when any of its slots has it (clicked: any interaction; converted: a buy). Returns (user_id, reward,
+    logging list propensity, candidate list probability), each [lists]."""
+    exposure, first = np.unique(imp.exposure, return_index=True)
+    reached = np.zeros(len(exposure))
+    np.maximum.at(reached, np.searchsorted(exposure, imp.exposure), getattr(imp, reward).astype(np.float64))
+    return imp.user_id[first], reached, imp.list_pscore[first], imp.list_target[first]
+
+
+def estimate_lists(imp: Impressions, reward: str, n_boot: int = 1000, seed: int = 42) -> dict[str, Any]:
+    """observed / IPS / SNIPS / DR of a *list's* reward (`click`: the list was clicked, the A/B report's
+    CTR; `conversion`: it led to a buy), weighted by P_candidate(list) / P_logging(list): what an A/B arm
+    serving the candidate should observe. The DR reward model: the logs' mean list reward."""
+    from drlrec.ope import BootstrapConfig, ImpressionLog, estimate_all, paired_difference
+
+    user, r, pscore, target = list_rewards(imp, reward)
+    if not np.all(np.isfinite(pscore)) or np.any(pscore <= 0):
+        raise InputError("exposure log: lists without a list propensity (logged by an older drlrec): no list-level estimate")
+    q = np.full(len(r), r.mean())
+    log = ImpressionLog(group=user, slot=np.zeros(len(r), dtype=np.int64), reward=r, pscore=pscore,
+                        target_prob=target, q_logged=q, q_target=q)
+    cfg = BootstrapConfig(n_boot=n_boot, seed=seed)
+    estimates = estimate_all(log, cfg)
+    lift = paired_difference(log, cfg, candidate="dr", baseline="observed")
+    return {"estimates": {k: v.to_dict() for k, v in estimates.items()}, "dr_minus_observed": lift.to_dict()}
+
+
 def _table(result: dict[str, Any]) -> str:
     lines = [
         f"# Off-policy estimate of {result['policy']} (version {result['candidate_version']}, "
@@ -248,23 +276,24 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def estimate_policy(params: Any, candidate: Any, label: str, logs: str | None = None, interactions: str | None = None,
-                    candidate_exploration: str = "off", logger_loader: Any = None, weights: str = "slot") -> dict[str, Any]:
-    """The OPE result of `candidate` (a ModelBundle, shown as `label`) on the logs: impressions, click and
-    conversion estimates (see `estimate`), unsupported mass. `logger_loader(version) -> ModelBundle` loads a
-    logging model for the support check (None: not checked). One-line InputError on unusable logs."""
+def read_logs(params: Any, logs: str | None = None, interactions: str | None = None) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
+    """(exposure log path, exposures, interactions); a missing exposure log is a one-line InputError."""
     from pathlib import Path
 
     from drlrec.data.logs import read_exposures, read_interactions
-    from drlrec.serving.recommender import ServingModel
 
     exposure_path = Path(logs or params.paths.exposures)
     if not exposure_path.is_file():
         raise InputError(f"{exposure_path}: no exposure log (serve recommendations first, or pass --logs)")
-    exposures = read_exposures(exposure_path)
-    events = read_interactions(interactions or params.paths.interactions, missing_ok=True)
+    return (exposure_path, read_exposures(exposure_path),
+            read_interactions(interactions or params.paths.interactions, missing_ok=True))
+
+
+def _impressions(params: Any, candidate: Any, label: str, exposures: pd.DataFrame, events: pd.DataFrame,
+                 candidate_exploration: str, logger_loader: Any) -> tuple[Any, Impressions]:
+    from drlrec.serving.recommender import ServingModel
+
     serving = ServingModel(candidate, label)
-    candidate_cfg = parse_exploration(candidate_exploration)
 
     def logger_of(version: str):
         if logger_loader is None:
@@ -274,7 +303,17 @@ def estimate_policy(params: Any, candidate: Any, label: str, logs: str | None = 
         except Exception:  # noqa: BLE001 - a logger that cannot be loaded: its support is not checked
             return None
 
-    imp = build_impressions(exposures, events, serving, candidate_cfg, logger_of, progress=params.base.progress)
+    return serving, build_impressions(exposures, events, serving, parse_exploration(candidate_exploration), logger_of,
+                                      progress=params.base.progress)
+
+
+def estimate_policy(params: Any, candidate: Any, label: str, logs: str | None = None, interactions: str | None = None,
+                    candidate_exploration: str = "off", logger_loader: Any = None, weights: str = "slot") -> dict[str, Any]:
+    """The OPE result of `candidate` (a ModelBundle, shown as `label`) on the logs: impressions, click and
+    conversion estimates (see `estimate`), unsupported mass. `logger_loader(version) -> ModelBundle` loads a
+    logging model for the support check (None: not checked). One-line InputError on unusable logs."""
+    exposure_path, exposures, events = read_logs(params, logs, interactions)
+    serving, imp = _impressions(params, candidate, label, exposures, events, candidate_exploration, logger_loader)
     n_boot = params.evaluate.bootstrap
     return {
         "policy": label, "candidate_version": serving.version, "candidate_exploration": candidate_exploration,

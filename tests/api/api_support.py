@@ -46,6 +46,7 @@ def make_params(tmp_path: Path, **sections):
     paths = dataclasses.replace(
         params.paths, events=str(ARTIFACTS / "events.parquet"), interactions=str(tmp_path / "interactions.csv"),
         exposures=str(tmp_path / "exposures.csv"), ab_report=str(tmp_path / "ab_report.json"),
+        ab_predictions=str(tmp_path / "ab_predictions.json"),
     )
     params = dataclasses.replace(params, paths=paths)
     for name, changes in sections.items():

@@ -227,3 +227,66 @@ def test_ope_gate_on_fixed_seed_logs_blocks_a_worse_challenger_and_promotes_a_be
                             ope_check=check("off"))
     assert better["promoted"] and better["ope_dr_ci_low"] > better["ope_observed"] > 0.5
     assert alias_version("champion", store) == better["version"]
+
+
+def test_ab_report_shows_opes_prediction_per_arm_beside_the_observed_values(tmp_path, source, bundle_dir, click_logs,
+                                                                            capsys) -> None:
+    """`drlrec ab predict` before the test: on epsilon logs where a list is clicked only when it is the
+    greedy list (logged list CTR about 0.7^5), both model arms (the greedy model) are predicted at a list
+    CTR of 1.0 and the popularity arm gets a reason. The A/B test then serves the greedy lists, users
+    click each one, and the report shows every arm's prediction beside its observed CTR (1.0, inside)."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from drlrec.bundle import load_bundle
+    from drlrec.data.logs import read_exposures
+    from drlrec.ope_logs import logged_histories
+    from drlrec.serving.abtest import ab_predict_stage, ab_report_stage
+    from drlrec.serving.app import create_app
+    from drlrec.serving.recommender import ServingModel
+
+    before = tmp_path / "before"
+    before.mkdir()
+    log = read_exposures(click_logs / "exposures.csv")
+    serving = ServingModel(load_bundle(bundle_dir), "check")
+    rows = []
+    for row, history in zip(log.itertuples(), logged_histories(log), strict=True):
+        shown = [int(i) for i in row.items.split()]
+        if shown == serving.recommend(history, 5, []).item_id.tolist():
+            rows.append(f"{row.user_id},{shown[0]},1,pv,{int(row.served_at) + 1}")
+    assert 5 <= len(rows) <= 60  # some lists are the greedy one, most are not
+    (before / "interactions.csv").write_text("\n".join(rows) + "\n")
+    variants = [{"name": "champion", "alias": "champion", "traffic": 0.45},
+                {"name": "challenger", "alias": "challenger", "traffic": 0.45},
+                {"name": "baseline", "alias": "champion", "traffic": 0.1, "policy": "popularity"}]
+    params = make_params(tmp_path, serve={"poll_seconds": 0}, ab={"variants": variants})
+    predicted = ab_predict_stage(params, logs=str(click_logs / "exposures.csv"), interactions=str(before / "interactions.csv"),
+                                 loader=lambda ref: load_bundle(bundle_dir, version="1"))  # the version the source serves
+    assert "OPE prediction per arm" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "ab_predictions.json").read_text())
+    assert saved["n_lists"] == 90 and saved["arm_exploration"] == "off"
+    for name in ("champion", "challenger"):
+        click = predicted["variants"][name]["click"]["estimates"]
+        assert click["observed"]["value"] == pytest.approx(len(rows) / 90)
+        assert click["snips"]["value"] == pytest.approx(1.0) and click["dr"]["ci_low"] <= 1.0 <= click["dr"]["ci_high"]
+        assert click["dr"]["ci_low"] > click["observed"]["value"]  # the greedy arm is predicted above the logs
+    assert "popularity arm" in predicted["variants"]["baseline"]["reason"]
+
+    # the test itself: greedy lists (exploration off), every list clicked on its first item
+    with TestClient(create_app(params, source=source, redis_url="", api_token=TOKEN), raise_server_exceptions=False) as client:
+        for u in warm_users(6):
+            assert client.get(f"/recommendations/{u}", params={"k": 5}).status_code == 200
+    served = read_exposures(tmp_path / "exposures.csv")
+    clicks = [f"{r.user_id},{r.items.split()[0]},1,pv,{int(r.served_at) + 1}" for r in served.itertuples()]
+    (tmp_path / "interactions.csv").write_text("\n".join(clicks) + "\n")
+    report = ab_report_stage(params)
+    text = capsys.readouterr().out
+    assert "OPE prediction before the test" in text and "no prediction: a popularity arm" in text
+    for name, row in report["variants"].items():
+        if name == "baseline" or not row["exposures"]:
+            continue
+        assert row["ctr"] == 1.0 and row["predicted"]["ctr_inside"] and row["predicted"]["version_matches"]
+        assert row["predicted"]["ctr_ci"][0] <= 1.0 <= row["predicted"]["ctr_ci"][1]
+    assert any(report["variants"][n]["exposures"] for n in ("champion", "challenger"))
+    assert report["prediction"]["n_lists"] == 90

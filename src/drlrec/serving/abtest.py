@@ -6,6 +6,11 @@ showed the same item at or before the interaction's timestamp; an exposure is *c
 interaction (any behaviour) is attributed to it and *converted* when one of them is a buy. CTR and
 conversion are shares of exposures, so both are proportions of the same denominator and compare with a
 two-proportion z-test. The sample-ratio-mismatch check compares users per variant with the traffic split.
+
+Before a test, `drlrec ab predict` estimates each arm's CTR and conversion, in the same terms, from the
+exposure log of the policy already serving (with exploration: drlrec.ope_logs, list-level DR) and writes
+them to paths.ab_predictions; the report then shows, beside each arm's observed values, what OPE predicted
+for it and whether the observed value falls inside the predicted CI.
 """
 
 from __future__ import annotations
@@ -146,8 +151,113 @@ def attribute(exposures: pd.DataFrame, interactions: pd.DataFrame) -> pd.DataFra
     return out
 
 
-def ab_report(exposures: pd.DataFrame, interactions: pd.DataFrame, cfg: ABConfig) -> dict[str, Any]:
-    """The A/B report as a JSON-ready dict (see the module doc for the definitions)."""
+def ab_predict(params: Any, logs: str | None = None, interactions: str | None = None,
+               loader: Any = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """OPE's prediction for every arm of `params.ab`, from logs served before the test: the arm's model
+    (its alias, loaded by `loader(alias) -> ModelBundle`, default the registry) under the exploration the
+    arm will serve with (`serve.exploration`), estimated with list-level weights so that the value is the
+    report's own CTR (share of lists clicked) and conversion (share of lists that led to a buy). An arm
+    that cannot be estimated (a popularity arm, an alias that does not load, no support in the logs) gets
+    `reason` instead of figures. One-line InputError when the logs themselves are unusable."""
+    from drlrec.errors import InputError
+    from drlrec.ope_logs import _impressions, estimate_lists, model_lists, read_logs
+    from drlrec.registry import load_model
+    from drlrec.serving.exploration import describe
+
+    cfg = params.ab
+    check_ab_config(cfg)
+    load = loader or (lambda ref: load_model(ref, tracking_uri=tracking_uri, name=params.register.model_name))
+    path, exposures, events = read_logs(params, logs, interactions)
+    lists, _ = model_lists(exposures)
+    if lists.empty:
+        raise InputError(f"{path}: no model-ranked list with its state and propensities to predict from")
+    setting = describe(params.serve.exploration)
+    n_boot, seed = params.evaluate.bootstrap, params.base.seed
+    arms: dict[str, dict[str, Any]] = {}
+    for variant in cfg.variants:
+        arm: dict[str, Any] = {"alias": variant.alias, "policy": variant.policy}
+        if variant.policy != "model":
+            arm["reason"] = "a popularity arm shows one list to everyone: the model's logs do not support it"
+        else:
+            try:
+                serving, imp = _impressions(params, load(variant.alias), variant.alias, exposures, events, setting, load)
+                arm["version"] = serving.version
+                arm["lists_supported"] = int((np.unique(imp.exposure[imp.list_target > 0])).size)
+                for reward in ("click", "conversion"):
+                    arm[reward] = estimate_lists(imp, reward, n_boot, seed)
+            except InputError as exc:
+                arm["reason"] = str(exc)
+            except Exception as exc:  # noqa: BLE001 - e.g. an alias not in the registry: the arm has no prediction
+                arm["reason"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        arms[variant.name] = arm
+    served = pd.to_numeric(lists["served_at"], errors="coerce")
+    return {
+        "experiment": cfg.experiment, "logs": str(path), "n_lists": int(len(lists)), "users": int(lists["user_id"].nunique()),
+        "logs_from": float(served.min()), "logs_until": float(served.max()),
+        "logged_exploration": sorted(set(lists["exploration"].astype(str))), "arm_exploration": setting,
+        "estimator": "dr", "weights": "list", "bootstrap": n_boot, "confidence": 0.95,
+        "definitions": "per arm: the list-level doubly robust estimate (weights P_arm(list) / P_logged(list), reward "
+        "model = the logs' mean) of the share of lists clicked (CTR) and of lists that led to a buy (conversion), "
+        "with user-level bootstrap CIs, from lists served before the test",
+        "variants": arms,
+    }
+
+
+def ab_predict_stage(params: Any, logs: str | None = None, interactions: str | None = None,
+                     out: str | Path | None = None, loader: Any = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """`drlrec ab predict`: ab_predict, print a table, write the JSON (paths.ab_predictions)."""
+    from drlrec.atomic import write_json
+
+    result = ab_predict(params, logs, interactions, loader=loader, tracking_uri=tracking_uri)
+    print(format_predictions(result))
+    target = Path(out or params.paths.ab_predictions)
+    write_json(target, result)
+    print(f"ab predictions: {target}")
+    return result
+
+
+def format_predictions(result: dict[str, Any]) -> str:
+    import datetime as dt
+
+    def when(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    lines = [f"OPE prediction per arm of {result['experiment']!r}: {result['n_lists']:,} lists of {result['users']:,} users "
+             f"served {when(result['logs_from'])} to {when(result['logs_until'])} (logged exploration "
+             f"{', '.join(result['logged_exploration'])}; arms served with {result['arm_exploration']}; list-level DR, "
+             f"{result['confidence']:.0%} user-level CIs)"]
+    for name, arm in result["variants"].items():
+        if "reason" in arm:
+            lines.append(f"{name:<14} no prediction: {arm['reason']}")
+            continue
+        parts = []
+        for reward, label in (("click", "CTR"), ("conversion", "conv")):
+            e = arm[reward]["estimates"]["dr"]
+            parts.append(f"{label} {e['value']:.4f} [{e['ci_low']:.4f}, {e['ci_high']:.4f}] (ESS {e['ess']:,.0f})")
+        lines.append(f"{name:<14} v{arm['version']:<5} " + "  ".join(parts))
+    return "\n".join(lines)
+
+
+def _predicted(row: dict[str, Any], arm: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The prediction of one arm beside its observed values (None: no prediction file or entry)."""
+    if arm is None:
+        return None
+    if "reason" in arm:
+        return {"reason": arm["reason"]}
+    out: dict[str, Any] = {"version": arm["version"],
+                           "version_matches": row["model_versions"] in ([], [str(arm["version"])])}
+    for reward, metric in (("click", "ctr"), ("conversion", "conversion")):
+        e = arm[reward]["estimates"]["dr"]
+        out[metric] = e["value"]
+        out[f"{metric}_ci"] = [e["ci_low"], e["ci_high"]]
+        out[f"{metric}_inside"] = bool(row["exposures"] > 0 and e["ci_low"] <= row[metric] <= e["ci_high"])
+    return out
+
+
+def ab_report(exposures: pd.DataFrame, interactions: pd.DataFrame, cfg: ABConfig,
+              predictions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The A/B report as a JSON-ready dict (see the module doc for the definitions). `predictions`: the
+    output of `ab_predict` (OPE before the test), shown per arm as `predicted`."""
     from scipy.stats import norm
 
     check_ab_config(cfg)
@@ -190,6 +300,9 @@ def ab_report(exposures: pd.DataFrame, interactions: pd.DataFrame, cfg: ABConfig
                 "relative_lift": diff / control[metric] if control[metric] > 0 else None,
                 "z": z, "p_value": p, "significant": bool(p < alpha),
             })
+    if predictions is not None:
+        for name, row in rows.items():
+            row["predicted"] = _predicted(row, predictions.get("variants", {}).get(name))
     srm = srm_check([rows[n]["users"] for n in names], [v.traffic for v in cfg.variants], cfg.srm_alpha)
     best = max(names, key=lambda n: rows[n]["ctr"]) if any(rows[n]["exposures"] for n in names) else None
     winner = None
@@ -213,6 +326,8 @@ def ab_report(exposures: pd.DataFrame, interactions: pd.DataFrame, cfg: ABConfig
         "tests": tests,
         "srm": srm,
         "winner_by_ctr": winner,
+        "prediction": None if predictions is None else {
+            k: predictions.get(k) for k in ("logs", "n_lists", "logs_from", "logs_until", "arm_exploration", "estimator", "weights")},
     }
 
 
@@ -239,14 +354,58 @@ def format_report(report: dict[str, Any]) -> str:
         f"chi2={srm['chi2']:.2f}, p={srm['p_value']:.3g} -> {'MISMATCH' if srm['mismatch'] else 'ok'}"
     )
     lines.append(f"better variant by CTR: {report['winner_by_ctr'] or 'none significant'}")
+    if report.get("prediction"):
+        import datetime as dt
+
+        meta = report["prediction"]
+        until = dt.datetime.fromtimestamp(meta["logs_until"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        lines.append(f"OPE prediction before the test ({meta['estimator'].upper()}, {meta['weights']}-level weights, "
+                     f"{meta['n_lists']:,} lists logged up to {until}):")
+        lines.append(f"{'variant':<14}{'obs CTR':>9}  {'predicted CTR [CI]':<27}{'inside':<8}{'obs conv':>9}  "
+                     f"{'predicted conv [CI]':<27}inside")
+        for name, r in report["variants"].items():
+            p = r.get("predicted")
+            if p is None or "reason" in p:
+                lines.append(f"{name:<14}{r['ctr']:>9.4f}  no prediction{': ' + p['reason'] if p else ''}")
+                continue
+            mark = "" if p["version_matches"] else f"  (predicted for v{p['version']}, served {','.join(r['model_versions'])})"
+            lines.append(
+                f"{name:<14}{r['ctr']:>9.4f}  {p['ctr']:.4f} [{p['ctr_ci'][0]:.4f}, {p['ctr_ci'][1]:.4f}]  "
+                f"{'yes' if p['ctr_inside'] else 'no':<8}{r['conversion']:>9.4f}  {p['conversion']:.4f} "
+                f"[{p['conversion_ci'][0]:.4f}, {p['conversion_ci'][1]:.4f}]  {'yes' if p['conversion_inside'] else 'no'}{mark}"
+            )
     return "\n".join(lines)
 
 
-def ab_report_stage(params, out: str | Path | None = None) -> dict[str, Any]:
-    """`drlrec ab report`: read paths.exposures and paths.interactions, print the table, write the JSON."""
+def read_predictions(params: Any, path: str | Path | None = None) -> dict[str, Any] | None:
+    """The saved `drlrec ab predict` output (paths.ab_predictions, or `path`); None when there is none.
+    A prediction made for another experiment is a one-line InputError."""
+    import json
+
+    from drlrec.errors import InputError
+
+    target = Path(path or params.paths.ab_predictions)
+    if not target.is_file():
+        if path:
+            raise InputError(f"{target}: no such predictions file (run `drlrec ab predict` first)")
+        return None
+    try:
+        result = json.loads(target.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{target}: not a predictions file ({exc.msg})") from None
+    if result.get("experiment") != params.ab.experiment:
+        raise InputError(f"{target}: predictions of experiment {result.get('experiment')!r}, not {params.ab.experiment!r} "
+                         "(run `drlrec ab predict` again)")
+    return result
+
+
+def ab_report_stage(params, out: str | Path | None = None, predictions: str | Path | None = None) -> dict[str, Any]:
+    """`drlrec ab report`: read paths.exposures and paths.interactions (and OPE's predictions, when
+    `drlrec ab predict` made them), print the table, write the JSON."""
     from drlrec.atomic import write_json
 
-    report = ab_report(read_exposures(params.paths.exposures), read_interactions(params.paths.interactions, missing_ok=True), params.ab)
+    report = ab_report(read_exposures(params.paths.exposures), read_interactions(params.paths.interactions, missing_ok=True),
+                       params.ab, read_predictions(params, predictions))
     print(format_report(report))
     target = Path(out or params.paths.ab_report)
     write_json(target, report)

@@ -287,13 +287,18 @@ def create_app(
     @app.get("/ab/results")
     async def ab_results(service: ServiceDep) -> dict[str, Any]:
         from drlrec.data.logs import read_exposures, read_interactions
-        from drlrec.serving.abtest import ab_report
+        from drlrec.errors import InputError
+        from drlrec.serving.abtest import ab_report, read_predictions
 
         def build() -> dict[str, Any]:
             if not service.ab.enabled:
                 raise BadRequest("the A/B test is off (ab.enabled: false)")
+            try:
+                predictions = read_predictions(service.params)
+            except InputError:  # predictions of another experiment: the report goes without them
+                predictions = None
             return ab_report(read_exposures(service.params.paths.exposures),
-                             read_interactions(service.params.paths.interactions, missing_ok=True), service.ab)
+                             read_interactions(service.params.paths.interactions, missing_ok=True), service.ab, predictions)
 
         return await run_in_threadpool(build)
 
