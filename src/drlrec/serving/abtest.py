@@ -216,12 +216,14 @@ def ab_predict_stage(params: Any, logs: str | None = None, interactions: str | N
     return result
 
 
-def format_predictions(result: dict[str, Any]) -> str:
+def _utc(t: float) -> str:
     import datetime as dt
 
-    def when(t: float) -> str:
-        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
+
+def format_predictions(result: dict[str, Any]) -> str:
+    when = _utc
     lines = [f"OPE prediction per arm of {result['experiment']!r}: {result['n_lists']:,} lists of {result['users']:,} users "
              f"served {when(result['logs_from'])} to {when(result['logs_until'])} (logged exploration "
              f"{', '.join(result['logged_exploration'])}; arms served with {result['arm_exploration']}; list-level DR, "
@@ -355,10 +357,8 @@ def format_report(report: dict[str, Any]) -> str:
     )
     lines.append(f"better variant by CTR: {report['winner_by_ctr'] or 'none significant'}")
     if report.get("prediction"):
-        import datetime as dt
-
         meta = report["prediction"]
-        until = dt.datetime.fromtimestamp(meta["logs_until"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        until = _utc(meta["logs_until"])
         lines.append(f"OPE prediction before the test ({meta['estimator'].upper()}, {meta['weights']}-level weights, "
                      f"{meta['n_lists']:,} lists logged up to {until}):")
         lines.append(f"{'variant':<14}{'obs CTR':>9}  {'predicted CTR [CI]':<27}{'inside':<8}{'obs conv':>9}  "
