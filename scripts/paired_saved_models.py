@@ -26,19 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     from drlrec.evaluate import _cell, _diff_cell, paired_comparison
     from drlrec.model_factory import build_model
     from drlrec.models.dqn_lstm import DQNLSTM
-    from drlrec.stages import _EvalInputs, _evaluate_one
+    from drlrec.stages.common import EvalInputs, evaluate_one
 
     params = load_params(args.params)
-    inputs = _EvalInputs(Path(args.features))
+    inputs = EvalInputs(Path(args.features))
     evaluations = {}
     for spec in args.model:
         name, sep, path = spec.partition("=")
         if not sep:
             parser.error(f"--model wants NAME=PATH, got {spec!r}")
-        evaluations[name] = _evaluate_one(params, DQNLSTM.load(path), name, inputs)
+        evaluations[name] = evaluate_one(params, DQNLSTM.load(path), name, inputs)
     for name in ("popularity", "recent_items"):
         model = build_model(name, inputs.data.n_items, inputs.data.n_categories, params).fit(inputs.data)
-        evaluations[name] = _evaluate_one(params, model, name, inputs)
+        evaluations[name] = evaluate_one(params, model, name, inputs)
     cfg = params.evaluate
     reference = next(iter(evaluations))
     print(f"test, full ranking, N = {inputs.test.seq_len}; paired Δ vs {reference} (user-level bootstrap, "

@@ -175,32 +175,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_ope(args: argparse.Namespace) -> int:
-    from drlrec.ope_logs import ope_stage
+    from drlrec.stages import ope_stage
 
     ope_stage(_load(args), args.policy, logs=args.logs, interactions=args.interactions,
               candidate_exploration=args.candidate_exploration, out_dir=args.out, weights=args.weights)
-    return 0
-
-
-def cmd_flow(args: argparse.Namespace) -> int:
-    _load(args)  # a bad params file or override fails here with one line, before Prefect starts
-    from flows.training_flow import training_flow
-
-    state = training_flow(args.params, args.overrides, return_state=True)
-    if not state.is_completed():
-        print(f"drlrec: error: training flow {state.name}: {state.message}", file=sys.stderr)
-        return 1
-    from drlrec.stages import summary_stage
-
-    summary_stage(_load(args))
-    return 0
-
-
-def cmd_deploy(args: argparse.Namespace) -> int:
-    _load(args)
-    from flows.deploy import serve_deployments
-
-    serve_deployments(args.params, args.overrides, run_now=args.run_now)
     return 0
 
 
@@ -220,9 +198,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from drlrec.stages import summary_stage
+    from drlrec.stages import summary_report
 
-    summary_stage(_load(args))
+    summary_report(_load(args))
     return 0
 
 
@@ -236,14 +214,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from drlrec.serving.run import serve_stage
+    from drlrec.stages import serve_stage
 
     serve_stage(_load(args), host=args.host, port=args.port, with_redis=args.with_redis)
     return 0
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
-    from drlrec.serving.abtest import ab_predict_stage, ab_report_stage
+    from drlrec.stages import ab_predict_stage, ab_report_stage
 
     if args.action == "predict":
         ab_predict_stage(_load(args), logs=args.logs, interactions=args.interactions, out=args.out)
@@ -267,6 +245,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION.KEY=VALUE",
         help="override one parameter (repeatable; the value is parsed as YAML)",
     )
+
+
+#: the entry-point group through which other packages add commands: `register(add, load_params)`, where
+#: `add(name, handler, help, description)` returns the command's argparse parser (flows/commands.py adds
+#: `flow` and `deploy`; drlrec itself never imports the drivers in flows/)
+COMMANDS_GROUP = "drlrec.commands"
+
+
+def _plugins() -> list[Callable[..., None]]:
+    from importlib.metadata import entry_points
+
+    return [ep.load() for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda ep: ep.name)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -520,25 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="importance weights: slot (per-slot marginals, obp's independent IPS; default) or list (the "
                         "whole list's probability: unbiased when a list's items affect each other's rewards, higher variance)")
     p.add_argument("--out", metavar="DIR", help="output folder (default <paths.artifacts>/ope)")
-    add(
-        "flow",
-        cmd_flow,
-        "run the Prefect training flow once: ingest -> validate -> featurize -> train -> evaluate -> register",
-        "Run the training flow now, as Prefect tasks (PREFECT_API_URL when set, else Prefect's\n"
-        "ephemeral local API). The flow run, its task runs and its artifacts (metrics table, MLflow run,\n"
-        "validation result, gate decision) show in the Prefect UI when a server is used.",
-    )
-    p = add(
-        "deploy",
-        cmd_deploy,
-        "serve the training flow as a Prefect deployment on the cron schedule from params (flow.cron)",
-        "Create the deployment flow.deployment of the training flow with the cron schedule flow.cron\n"
-        "(and the monitoring deployment when flows/monitoring_flow.py provides one) and serve them\n"
-        "until interrupted (Ctrl-C). Needs a Prefect server: `prefect server start --host 127.0.0.1`\n"
-        "and PREFECT_API_URL=http://127.0.0.1:4200/api. Trigger a run by hand with\n"
-        "`prefect deployment run 'training-flow/drlrec-training'` or from the UI.",
-    )
-    p.add_argument("--run-now", action="store_true", help="also trigger one run of the training deployment at start")
+    for plugin in _plugins():  # commands other packages add (flows/: `flow` and `deploy`)
+        plugin(add, _load)
     p = add(
         "monitor",
         cmd_monitor,

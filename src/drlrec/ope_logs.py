@@ -254,7 +254,7 @@ def estimate_lists(imp: Impressions, reward: str, n_boot: int = 1000, seed: int 
     return {"estimates": {k: v.to_dict() for k, v in estimates.items()}, "dr_minus_observed": lift.to_dict()}
 
 
-def _table(result: dict[str, Any]) -> str:
+def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"# Off-policy estimate of {result['policy']} (version {result['candidate_version']}, "
         f"policy {result['candidate_exploration']})",
@@ -289,7 +289,7 @@ def read_logs(params: Any, logs: str | None = None, interactions: str | None = N
             read_interactions(interactions or params.paths.interactions, missing_ok=True))
 
 
-def _impressions(params: Any, candidate: Any, label: str, exposures: pd.DataFrame, events: pd.DataFrame,
+def policy_impressions(params: Any, candidate: Any, label: str, exposures: pd.DataFrame, events: pd.DataFrame,
                  candidate_exploration: str, logger_loader: Any) -> tuple[Any, Impressions]:
     from drlrec.serving.recommender import ServingModel
 
@@ -313,7 +313,7 @@ def estimate_policy(params: Any, candidate: Any, label: str, logs: str | None = 
     conversion estimates (see `estimate`), unsupported mass. `logger_loader(version) -> ModelBundle` loads a
     logging model for the support check (None: not checked). One-line InputError on unusable logs."""
     exposure_path, exposures, events = read_logs(params, logs, interactions)
-    serving, imp = _impressions(params, candidate, label, exposures, events, candidate_exploration, logger_loader)
+    serving, imp = policy_impressions(params, candidate, label, exposures, events, candidate_exploration, logger_loader)
     n_boot = params.evaluate.bootstrap
     return {
         "policy": label, "candidate_version": serving.version, "candidate_exploration": candidate_exploration,
@@ -325,41 +325,6 @@ def estimate_policy(params: Any, candidate: Any, label: str, logs: str | None = 
         "click": estimate(imp, "click", n_boot, params.base.seed, weights),
         "conversion": estimate(imp, "conversion", n_boot, params.base.seed, weights),
     }
-
-
-def ope_stage(params: Any, policy: str, logs: str | None = None, interactions: str | None = None,
-              candidate_exploration: str = "off", out_dir: str | None = None, tracking_uri: str | None = None,
-              loader: Any = None, weights: str = "slot") -> dict[str, Any]:
-    """`drlrec ope`: estimate `policy` (a registry alias or version) from the exposure and interaction logs;
-    print the table, write <out_dir>/ope-<policy>.json and .md, and log them to MLflow.
-    `loader(alias_or_version) -> ModelBundle` (default: drlrec.registry.load_model)."""
-    from pathlib import Path
-
-    from drlrec.atomic import write_json, write_text
-    from drlrec.registry import load_model
-    from drlrec.tracking import start_run
-
-    load = loader or (lambda ref: load_model(ref, tracking_uri=tracking_uri, name=params.register.model_name))
-    if not Path(logs or params.paths.exposures).is_file():
-        raise InputError(f"{logs or params.paths.exposures}: no exposure log (serve recommendations first, or pass --logs)")
-    result = estimate_policy(params, load(policy), policy, logs, interactions, candidate_exploration, load, weights)
-    out = Path(out_dir or Path(params.paths.artifacts) / "ope")
-    stem = f"ope-{policy}"
-    table = _table(result)
-    write_json(out / f"{stem}.json", result)
-    write_text(out / f"{stem}.md", table)
-    with start_run(f"ope-{policy}", tracking_uri=tracking_uri, tags={"stage": "ope", "policy": policy,
-                                                                    "candidate_version": result["candidate_version"]}) as run:
-        run.log_params({"policy": policy, "candidate_exploration": candidate_exploration, "logs": result["logs"],
-                        "bootstrap": result["bootstrap"], "weights": weights})
-        run.log_metrics({f"ope/{reward}/{name}{suffix}": e[key]
-                         for reward in ("click", "conversion") for name, e in result[reward]["estimates"].items()
-                         for suffix, key in (("", "value"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))})
-        run.log_metrics({"ope/n_impressions": result["n_impressions"], "ope/unsupported_mass": result["unsupported_mass"]})
-        for suffix in ("json", "md"):
-            run.log_artifact(out / f"{stem}.{suffix}")
-    print(table)
-    return result
 
 
 def ope_gate(result: dict[str, Any], reward: str, margin: float) -> tuple[bool, str, dict[str, float]]:

@@ -124,7 +124,7 @@ def test_ope_recovers_the_greedy_lists_ctr_from_epsilon_logs_and_refuses_unsuppo
     explores, with the reason."""
     from drlrec.bundle import load_bundle
     from drlrec.errors import InputError
-    from drlrec.ope_logs import ope_stage
+    from drlrec.stages import ope_stage
 
     users = warm_users(6)
     copy_logs(click_logs, tmp_path)
@@ -161,8 +161,8 @@ def test_ope_bad_input_is_a_one_line_error(tmp_path, bundle_dir, monkeypatch, ca
     from drlrec.cli import main
     from drlrec.data.logs import LEGACY_EXPOSURE_COLUMNS, ExposureLog
     from drlrec.errors import InputError
-    from drlrec.ope_logs import ope_stage
     from drlrec.serving.state import History
+    from drlrec.stages import ope_stage
 
     params = make_params(tmp_path)
 
@@ -242,9 +242,9 @@ def test_ab_report_shows_opes_prediction_per_arm_beside_the_observed_values(tmp_
     from drlrec.bundle import load_bundle
     from drlrec.data.logs import read_exposures
     from drlrec.ope_logs import logged_histories
-    from drlrec.serving.abtest import ab_predict_stage, ab_report_stage
     from drlrec.serving.app import create_app
     from drlrec.serving.recommender import ServingModel
+    from drlrec.stages import ab_predict_stage, ab_report_stage
 
     before = tmp_path / "before"
     before.mkdir()

@@ -145,9 +145,9 @@ def protocol_params(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def features(protocol_params):
-    from drlrec.stages import _EvalInputs
+    from drlrec.stages.common import EvalInputs
 
-    return _EvalInputs(Path(protocol_params.paths.features))
+    return EvalInputs(Path(protocol_params.paths.features))
 
 
 def test_counts_model_gets_exactly_the_popularity_numbers(features) -> None:
@@ -256,12 +256,12 @@ def test_compare_reports_paired_differences_both_heads_and_types(protocol_params
     import dataclasses
     import json
 
-    import drlrec.stages as stages
+    import drlrec.stages.compare as stages
     from drlrec.config import ModelConfig
     from drlrec.models.dqn_lstm import DQNLSTM
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    fit = stages._fit_model
+    fit = stages.fit_for_evaluation
 
     def fake_fit(params, name, inputs, track=None):
         if name != "dqn_lstm":
@@ -272,7 +272,7 @@ def test_compare_reports_paired_differences_both_heads_and_types(protocol_params
         model.served_head = "ce"
         return model
 
-    monkeypatch.setattr(stages, "_fit_model", fake_fit)
+    monkeypatch.setattr(stages, "fit_for_evaluation", fake_fit)
     compare = str(tmp_path / "compare.json")
     params = dataclasses.replace(
         protocol_params,

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from drlrec.config import ABConfig, VariantConfig
-from drlrec.data.logs import read_exposures, read_interactions
 from drlrec.errors import ConfigError
 from drlrec.schema import BUY
 
@@ -160,7 +159,7 @@ def ab_predict(params: Any, logs: str | None = None, interactions: str | None = 
     that cannot be estimated (a popularity arm, an alias that does not load, no support in the logs) gets
     `reason` instead of figures. One-line InputError when the logs themselves are unusable."""
     from drlrec.errors import InputError
-    from drlrec.ope_logs import _impressions, estimate_lists, model_lists, read_logs
+    from drlrec.ope_logs import estimate_lists, model_lists, policy_impressions, read_logs
     from drlrec.registry import load_model
     from drlrec.serving.exploration import describe
 
@@ -180,7 +179,7 @@ def ab_predict(params: Any, logs: str | None = None, interactions: str | None = 
             arm["reason"] = "a popularity arm shows one list to everyone: the model's logs do not support it"
         else:
             try:
-                serving, imp = _impressions(params, load(variant.alias), variant.alias, exposures, events, setting, load)
+                serving, imp = policy_impressions(params, load(variant.alias), variant.alias, exposures, events, setting, load)
                 arm["version"] = serving.version
                 arm["lists_supported"] = int((np.unique(imp.exposure[imp.list_target > 0])).size)
                 for reward in ("click", "conversion"):
@@ -201,19 +200,6 @@ def ab_predict(params: Any, logs: str | None = None, interactions: str | None = 
         "with user-level bootstrap CIs, from lists served before the test",
         "variants": arms,
     }
-
-
-def ab_predict_stage(params: Any, logs: str | None = None, interactions: str | None = None,
-                     out: str | Path | None = None, loader: Any = None, tracking_uri: str | None = None) -> dict[str, Any]:
-    """`drlrec ab predict`: ab_predict, print a table, write the JSON (paths.ab_predictions)."""
-    from drlrec.atomic import write_json
-
-    result = ab_predict(params, logs, interactions, loader=loader, tracking_uri=tracking_uri)
-    print(format_predictions(result))
-    target = Path(out or params.paths.ab_predictions)
-    write_json(target, result)
-    print(f"ab predictions: {target}")
-    return result
 
 
 def _utc(t: float) -> str:
@@ -397,17 +383,3 @@ def read_predictions(params: Any, path: str | Path | None = None) -> dict[str, A
         raise InputError(f"{target}: predictions of experiment {result.get('experiment')!r}, not {params.ab.experiment!r} "
                          "(run `drlrec ab predict` again)")
     return result
-
-
-def ab_report_stage(params, out: str | Path | None = None, predictions: str | Path | None = None) -> dict[str, Any]:
-    """`drlrec ab report`: read paths.exposures and paths.interactions (and OPE's predictions, when
-    `drlrec ab predict` made them), print the table, write the JSON."""
-    from drlrec.atomic import write_json
-
-    report = ab_report(read_exposures(params.paths.exposures), read_interactions(params.paths.interactions, missing_ok=True),
-                       params.ab, read_predictions(params, predictions))
-    print(format_report(report))
-    target = Path(out or params.paths.ab_report)
-    write_json(target, report)
-    print(f"ab report: {target}")
-    return report
