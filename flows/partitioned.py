@@ -1,6 +1,6 @@
 """Partitioned ingest and featurize as Prefect flows whose per-partition tasks run on Dask.
 
-The tasks are the functions of drlrec.scale (one per byte range / user-hash partition, then a combine);
+The tasks are the functions of drlrec.partitioned (one per byte range / user-hash partition, then a combine);
 Prefect maps them on a `DaskTaskRunner`: a local cluster by default (scale.dask_workers in-process
 workers), or the existing cluster at `scale.dask_address`, whose workers must see paths.partitions and
 the inputs and outputs at the same paths. The outputs are those of `drlrec ingest` / `drlrec featurize`.
@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
-from drlrec import scale
+from drlrec import partitioned
 from drlrec.config import Params, ScaleConfig, load_params
 from drlrec.settings import apply_offline_env
 
@@ -45,13 +45,13 @@ def _task(name: str):
     return task(name=name, retries=0, cache_policy=NO_CACHE)
 
 
-ingest_chunk = _task("ingest-chunk")(scale.ingest_chunk)
-ingest_partition = _task("ingest-partition")(scale.ingest_partition)
-ingest_combine = _task("ingest-combine")(scale.ingest_combine)
-featurize_count = _task("featurize-count")(scale.featurize_count)
-featurize_globals = _task("featurize-globals")(scale.featurize_globals)
-featurize_partition = _task("featurize-partition")(scale.featurize_partition)
-featurize_combine = _task("featurize-combine")(scale.featurize_combine)
+ingest_chunk = _task("ingest-chunk")(partitioned.ingest_chunk)
+ingest_partition = _task("ingest-partition")(partitioned.ingest_partition)
+ingest_combine = _task("ingest-combine")(partitioned.ingest_combine)
+featurize_count = _task("featurize-count")(partitioned.featurize_count)
+featurize_globals = _task("featurize-globals")(partitioned.featurize_globals)
+featurize_partition = _task("featurize-partition")(partitioned.featurize_partition)
+featurize_combine = _task("featurize-combine")(partitioned.featurize_combine)
 
 
 @task(name="validate", retries=0, cache_policy=NO_CACHE)
@@ -71,8 +71,8 @@ def _ingest_flow(params_path: str = "params.yaml", overrides: list[str] | None =
 
     started = time.perf_counter()
     params = _params(params_path, overrides)
-    events, quarantine, report = scale.ingest_outputs(params)
-    plan = scale.plan_ingest(params.paths.raw_data, params.paths.partitions, params.scale.partitions, params.ingest)
+    events, quarantine, report = partitioned.ingest_outputs(params)
+    plan = partitioned.plan_ingest(params.paths.raw_data, params.paths.partitions, params.scale.partitions, params.ingest)
     chunks = ingest_chunk.map(unmapped(plan), list(range(len(plan.ranges))))
     parts = ingest_partition.map(unmapped(plan), list(range(plan.partitions)), wait_for=chunks)
     result = ingest_combine.submit(plan, chunks, parts, events, quarantine, report, started).result()
@@ -86,7 +86,7 @@ def _ingest_flow(params_path: str = "params.yaml", overrides: list[str] | None =
 @flow(name="partitioned-featurize", log_prints=True)
 def _featurize_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
     params = _params(params_path, overrides)
-    plan = scale.plan_featurize(params)
+    plan = partitioned.plan_featurize(params)
     partitions = list(range(plan.partitions))
     counted = featurize_count.map(unmapped(plan), partitions)
     fitted = featurize_globals.submit(plan, counted)

@@ -518,7 +518,7 @@ class SessionKNNConfig:
 class GRU4RecConfig:
     """GRU4Rec (Hidasi & Czapp 2023 style) with category and behaviour inputs and a category output term (`gru4rec`).
 
-    Trained on whole user sequences, every position supervised (drlrec.models.next_item)."""
+    Trained on whole user sequences, every position supervised (drlrec.models.sequence_fit)."""
 
     item_dim: int = 32
     """Item embedding size (input side)."""
@@ -561,7 +561,7 @@ class GRU4RecConfig:
 
     repeat_scores: bool = True
     """Add a learned score per (age, behaviour) for items already in the sequence (RepeatNet-style repeat
-    term, next_item.RepeatScores; not in the original model). false = the original output layer only."""
+    term, sequence_fit.RepeatScores; not in the original model). false = the original output layer only."""
     repeat_lr_scale: float = 10.0
     """The repeat table's learning rate is lr times this: its few weights must keep pace with the growing
     scale of the network's logits."""
@@ -574,7 +574,7 @@ class GRU4RecConfig:
 class SASRecConfig:
     """SASRec: causal self-attention, tied item embeddings for the output, full cross-entropy (`sasrec`).
 
-    Trained on whole user sequences, every position supervised (drlrec.models.next_item)."""
+    Trained on whole user sequences, every position supervised (drlrec.models.sequence_fit)."""
 
     dim: int = 32
     """Embedding and hidden size."""
@@ -614,7 +614,7 @@ class SASRecConfig:
 
     repeat_scores: bool = True
     """Add a learned score per (age, behaviour) for items already in the sequence (RepeatNet-style repeat
-    term, next_item.RepeatScores; not in the original model). false = the original output layer only."""
+    term, sequence_fit.RepeatScores; not in the original model). false = the original output layer only."""
     repeat_lr_scale: float = 10.0
     """The repeat table's learning rate is lr times this: its few weights must keep pace with the growing
     scale of the network's logits."""

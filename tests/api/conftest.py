@@ -40,7 +40,7 @@ def bundle_dir(tmp_path_factory, api_pipeline) -> Path:
 @pytest.fixture()
 def source(bundle_dir):
     """Every alias the tests use points at version 1 = the bundle."""
-    from drlrec.serving.models import BundleDirSource
+    from drlrec.serving.model_store import BundleDirSource
 
     return BundleDirSource({a: ("1", str(bundle_dir)) for a in ("champion", "challenger")})
 

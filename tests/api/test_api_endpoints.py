@@ -221,7 +221,7 @@ def test_no_model_serves_popularity_of_the_events(tmp_path):
     from fastapi.testclient import TestClient
 
     from drlrec.serving.app import create_app
-    from drlrec.serving.models import BundleDirSource
+    from drlrec.serving.model_store import BundleDirSource
 
     app = create_app(make_params(tmp_path, serve={"poll_seconds": 0}), source=BundleDirSource({}), redis_url="", api_token=TOKEN)
     with TestClient(app) as c:

@@ -103,7 +103,7 @@ def greedy_click_logs(tmp_path, source, bundle_dir, users: int = 6, rounds: int 
 @pytest.fixture(scope="module")
 def click_logs(tmp_path_factory, bundle_dir):
     """greedy_click_logs once for the module: the folder holding exposures.csv and interactions.csv."""
-    from drlrec.serving.models import BundleDirSource
+    from drlrec.serving.model_store import BundleDirSource
 
     folder = tmp_path_factory.mktemp("greedy-click-logs")
     greedy_click_logs(folder, BundleDirSource({a: ("1", str(bundle_dir)) for a in ("champion", "challenger")}), bundle_dir)

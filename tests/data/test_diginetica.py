@@ -286,14 +286,14 @@ def test_real_sample_ingests_validates_and_splits(tmp_path: Path, diginetica_sam
 def test_partitioned_ingest_reads_the_diginetica_format(tmp_path: Path, diginetica_sample: Path) -> None:
     """`scale.partitions` > 1 (byte ranges of a plain file) ingests the Diginetica format exactly as the
     single pass does: same events in the same order, same quarantined rows."""
-    from drlrec import scale
+    from drlrec import partitioned
     from drlrec.stages import ingest_stage
 
     params = load_params(_tmp_overlay(tmp_path), ("scale.partitions=3",))
     plain = tmp_path / "train-item-views.csv"
     plain.write_bytes(gzip.decompress(diginetica_sample.read_bytes()))  # plain text: real byte ranges
     ingest_stage(params, plain, tmp_path / "single")
-    scale.run_partitioned_ingest(params, plain, tmp_path / "parted")
+    partitioned.run_partitioned_ingest(params, plain, tmp_path / "parted")
     single, parted = (pq.read_table(tmp_path / d / "events.parquet") for d in ("single", "parted"))
     assert single.num_rows == 12_386 and single.equals(parted)
     quarantined = [

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from drlrec import scale
+from drlrec import partitioned
 from drlrec.config import load_params
 from drlrec.stages import featurize_stage, ingest_stage, synth_stage
 
@@ -73,8 +73,8 @@ def logs(tmp_path_factory) -> dict[str, Path]:
 
 def test_partition_of_is_stable_and_spread() -> None:
     users = np.arange(100_000)
-    part = scale.partition_of(users, 4)
-    assert np.array_equal(part, scale.partition_of(users.copy(), 4))
+    part = partitioned.partition_of(users, 4)
+    assert np.array_equal(part, partitioned.partition_of(users.copy(), 4))
     assert np.bincount(part, minlength=4).min() > 24_000  # consecutive ids spread evenly
 
 
@@ -82,10 +82,10 @@ def test_partition_of_is_stable_and_spread() -> None:
 def test_partitioned_in_process_equals_single_pass(log: str, logs, params_path: Path, tmp_path: Path) -> None:
     params = load_params(params_path, ("scale.partitions=3",))
     ingest_stage(params, logs[log], tmp_path / "single")
-    scale.run_partitioned_ingest(params, logs[log], tmp_path / "parted")
+    partitioned.run_partitioned_ingest(params, logs[log], tmp_path / "parted")
     assert _assert_same_ingest(tmp_path / "single", tmp_path / "parted") == (0 if log == "clean" else 8)
     featurize_stage(params, tmp_path / "single" / "events.parquet", tmp_path / "f1")
-    scale.run_partitioned_featurize(params, tmp_path / "single" / "events.parquet", tmp_path / "f2")
+    partitioned.run_partitioned_featurize(params, tmp_path / "single" / "events.parquet", tmp_path / "f2")
     _assert_same_features(tmp_path / "f1", tmp_path / "f2")
     assert not (Path(params.paths.partitions) / "ingest").exists()  # work files removed
 

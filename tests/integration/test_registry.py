@@ -49,21 +49,6 @@ def store(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-@pytest.mark.parametrize(
-    ("challenger", "champion", "margin", "promoted"),
-    [
-        (0.20, None, 0.0, True),  # no champion yet
-        (0.10, 0.20, 0.0, False),  # worse
-        (0.20, 0.20, 0.0, False),  # equal is not better
-        (0.21, 0.20, 0.05, False),  # better, but not by the margin
-        (0.26, 0.20, 0.05, True),
-        (0.2001, 0.20, 0.0, True),
-    ],
-)
-def test_gate_rule(challenger, champion, margin, promoted) -> None:
-    assert registry.gate(challenger, champion, margin)[0] is promoted
-
-
 def test_first_model_becomes_champion_with_provenance_tags_and_loads_back(trained, store) -> None:
     params, bundle, metrics, _ = trained
     decision = registry.register_model(params, bundle, metrics, split_id="split-a", tracking_uri=store)

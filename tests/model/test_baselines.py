@@ -29,7 +29,8 @@ from drlrec.model_factory import MODELS, build_model, load_model
 from drlrec.models.base import FIRST_REAL_ITEM, StateBatch, TrainingData, item_category_map
 from drlrec.models.gru4rec import GRU4Rec
 from drlrec.models.item_knn import ItemKNN, top_per_row
-from drlrec.models.next_item import (
+from drlrec.models.popularity import Popularity, RecentPopularity
+from drlrec.models.sequence_fit import (
     PopularitySampler,
     accidental_hits,
     log_expected_count,
@@ -38,7 +39,6 @@ from drlrec.models.next_item import (
     sequence_loss,
     unknown_dropout,
 )
-from drlrec.models.popularity import Popularity, RecentPopularity
 from drlrec.models.tabular_q import TabularQ, category_buckets, q_learning
 from drlrec.rl.logged import state_batch
 

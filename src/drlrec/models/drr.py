@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from drlrec.config import BaselinesConfig, DRRConfig
 from drlrec.models.base import FIRST_REAL_ITEM, Recommender, StateBatch, TrainingData
 from drlrec.models.dqn_lstm import N_PROFILE_FEATURES, TensorStates
-from drlrec.models.early_stopping import EarlyStopping, FitLog
-from drlrec.models.next_item import sampled_candidates, train_item_pool
+from drlrec.models.early_stopping import EarlyStopping, TrainingLog
+from drlrec.models.sequence_fit import sampled_candidates, train_item_pool
 
 #: positions the DRR-ave pooling weights cover (the state length N must not exceed it)
 MAX_STATE_LEN = 512
@@ -135,7 +135,7 @@ class DRR(Recommender):
         self.seed = seed
         self.progress = progress
         self.device = resolve_device(self.cfg.device)
-        self.log = FitLog()
+        self.log = TrainingLog()
         torch.manual_seed(seed)
         self.actor = DRRActor(n_items, self.cfg.drr).to(self.device)
         self.critic = DRRCritic(self.cfg.drr).to(self.device)
@@ -225,7 +225,7 @@ class DRR(Recommender):
         evaluate, _ = validation_evaluator(data.valid, base.eval_max_events, self.seed)
         pool = train_item_pool(data)
         target_actor, target_critic, actor_optimizer, critic_optimizer = self._learners()
-        self.log = log = FitLog()
+        self.log = log = TrainingLog()
         if len(source) == 0:
             return self
         sampler = PrioritizedSampler(len(source), drr.per_alpha)
@@ -249,7 +249,7 @@ class DRR(Recommender):
         return self
 
     def fit_simulated(self, env: Simulator, episodes: int, max_steps: int = 20, buffer_size: int = 50_000,
-                      warmup: int = 256, candidate_pool: np.ndarray | None = None) -> FitLog:
+                      warmup: int = 256, candidate_pool: np.ndarray | None = None) -> TrainingLog:
         """Online DDPG against a simulator: `SessionSimulator(rl.envs.SimulatedEnv(...), n_users)` or any `Simulator`.
 
         Each step recommends the top item of a . e for the noisy action a = actor(s) + N(0, noise^2)
@@ -265,7 +265,7 @@ class DRR(Recommender):
         rng = np.random.default_rng(self.seed + 1)
         pool = candidate_pool if candidate_pool is not None else np.arange(FIRST_REAL_ITEM, self.n_items)
         target_actor, target_critic, actor_optimizer, critic_optimizer = self._learners()
-        log = FitLog()
+        log = TrainingLog()
         buffer: ReplayBuffer | None = None
         sampler: PrioritizedSampler | None = None
         for _ in range(episodes):

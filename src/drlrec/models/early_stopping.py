@@ -1,5 +1,6 @@
 """Early stopping on a validation metric, shared by every trained model: keep the best weights, stop
-after `patience` evaluations without a gain. What a run did is a `FitLog`."""
+after `patience` evaluations without a gain. What a run did is a `TrainingLog` (the DQN-LSTM's loop extends it:
+drlrec.rl.dqn.DQNTrainingLog)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ METRIC = "valid/ndcg_at_10"
 
 
 @dataclass
-class FitLog:
+class TrainingLog:
     """What a training run did: losses per step, validation evaluations, where it stopped and why."""
 
     steps_done: int = 0
@@ -27,7 +28,7 @@ class FitLog:
 class EarlyStopping:
     """Keeps the best validated weights of some modules; says stop after `patience` evaluations without gain."""
 
-    def __init__(self, patience: int, log: FitLog) -> None:
+    def __init__(self, patience: int, log: TrainingLog) -> None:
         self.patience = patience
         self.log = log
         self.best_state: dict[str, dict[str, Tensor]] | None = None

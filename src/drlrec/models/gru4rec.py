@@ -11,7 +11,7 @@ Output: logit(i) = h . (item_vec[i] + category_vec[cat(i)]) + item_bias[i] + cat
 (GRU4Rec's output weights and bias, plus a category term). Item vectors and biases start at zero, so an
 item that is never a training target keeps an output vector equal to every other such item's: it is
 scored by its category term alone, a finite, category-dependent score instead of noise. `repeat_scores` adds
-a learned score for items already in the sequence (next_item.RepeatScores; not part of the original model).
+a learned score for items already in the sequence (sequence_fit.RepeatScores; not part of the original model).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from drlrec.config import GRU4RecConfig
 from drlrec.models.base import TrainingData
 from drlrec.models.dqn_lstm import N_BEHAVIORS
-from drlrec.models.next_item import RepeatScores, SequenceNetwork, SequenceRecommender
+from drlrec.models.sequence_fit import RepeatScores, SequenceNetwork, SequenceRecommender
 
 
 def right_align(x: Tensor, lengths: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ hidden states are trained in every chunk, with the same number of items in view 
 except for its own query (so no row is ever fully masked and padding never leaks into a real position).
 Like the original, it reads at most the latest `max_len` interactions of a state. logit(i) = h .
 item_embedding[i]: the output shares the input table; `repeat_scores` adds a learned score
-for items already in the sequence (next_item.RepeatScores; not part of the original model).
+for items already in the sequence (sequence_fit.RepeatScores; not part of the original model).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from drlrec.config import SASRecConfig
 from drlrec.models.dqn_lstm import N_BEHAVIORS
-from drlrec.models.next_item import RepeatScores, SequenceNetwork, SequenceRecommender
+from drlrec.models.sequence_fit import RepeatScores, SequenceNetwork, SequenceRecommender
 
 
 class SASRecNetwork(SequenceNetwork):

@@ -25,6 +25,7 @@ from drlrec.distributed import DDPContext
 from drlrec.evaluate import validation_evaluator
 from drlrec.models.base import FIRST_REAL_ITEM, UNKNOWN_ITEM, StateBatch, TrainingData
 from drlrec.models.dqn_lstm import DQNLSTM, QNetwork, TensorStates
+from drlrec.models.early_stopping import TrainingLog
 from drlrec.progress import ProgressLog
 from drlrec.rl.optim import Optimizers, clip_grad_norm, each_optimizer, make_optimizer
 from drlrec.rl.replay import PrioritizedSampler, TransitionBatch, UniformSampler, linear_schedule
@@ -240,13 +241,11 @@ def update_target(online: QNetwork, target: QNetwork, cfg: TrainConfig, step: in
 
 
 @dataclass
-class TrainResult:
-    """What a training run did: per-step history, evaluations, where it stopped and why."""
+class DQNTrainingLog(TrainingLog):
+    """What a DQN-LSTM training run did (drlrec.models.early_stopping.TrainingLog: steps, evaluations,
+    where it stopped and why), with the loop's per-step history, resume point, DDP record and the weights
+    kept per metric."""
 
-    steps_done: int = 0
-    stopped_early: bool = False
-    best_metric: float = -math.inf
-    best_step: int = 0
     resumed_from: int | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
     evaluations: list[dict[str, float]] = field(default_factory=list)
@@ -317,7 +316,7 @@ def train_offline(
     resume_key: str = "",
     ddp: DDPContext | None = None,
     keep_best: tuple[str, ...] = (),
-) -> TrainResult:
+) -> DQNTrainingLog:
     """Offline Double DQN on logged transitions with prioritized replay over the whole dataset.
 
     Early stopping watches `metric` and ends on the weights of its best evaluation. `keep_best` names more
@@ -355,7 +354,7 @@ def train_offline(
             device_ids=[device] if device.type == "cuda" else None,
             find_unused_parameters=True,  # heads a config leaves out (dueling, CE) get no gradient
         )
-    result = TrainResult()
+    result = DQNTrainingLog()
     best_state: dict[str, torch.Tensor] | None = None
     evals_without_gain = 0
     start = 1
@@ -499,7 +498,7 @@ def train_offline(
     return result
 
 
-def _ddp_summary(ddp: DDPContext, result: TrainResult, online: QNetwork, cfg: TrainConfig) -> dict[str, Any]:
+def _ddp_summary(ddp: DDPContext, result: DQNTrainingLog, online: QNetwork, cfg: TrainConfig) -> dict[str, Any]:
     """What a distributed run reports: the effective batch and learning rate, every rank's parameter
     checksums (equal: the ranks stayed in sync) and the loss over the first and last tenth of the steps,
     averaged over the ranks."""
@@ -568,7 +567,7 @@ def train_online(
     seed: int = 0,
     track: Tracker | None = None,
     progress: bool = False,
-) -> TrainResult:
+) -> DQNTrainingLog:
     """Double DQN against a SimulatedEnv (drlrec.rl.envs): `cfg.episodes` simulated sessions, run
     `cfg.online_envs` at a time.
 
@@ -602,7 +601,7 @@ def train_online(
     k = core.cfg.k
     n_items = core.n_items
     buffer: ReplayBuffer | None = None
-    result = TrainResult()
+    result = DQNTrainingLog()
     decay_episodes = max(1, int(cfg.epsilon_decay_fraction * cfg.episodes))
     rounds = math.ceil(cfg.episodes / cfg.online_envs)
     episodes_done = 0
@@ -727,7 +726,7 @@ class DQNFit:
     record, every head's validation metrics, popularity's on the same events, and the time taken."""
 
     model: DQNLSTM
-    train: TrainResult
+    train: DQNTrainingLog
     valid_by_head: dict[str, dict[str, float]]
     popularity_metrics: dict[str, float]
     seconds: float
@@ -770,7 +769,7 @@ def head_evaluator(evaluate: Evaluator, heads: tuple[str, ...]) -> Evaluator:
     return evaluate_heads
 
 
-def kept_evaluation(result: TrainResult, head: str) -> dict[str, float] | None:
+def kept_evaluation(result: DQNTrainingLog, head: str) -> dict[str, float] | None:
     """`head`'s validation figures (`valid/...` keys) from the loop's evaluation at the step whose weights
     it kept for that head; None when it kept none or that evaluation is not in this run's record."""
     kept = result.kept_best.get(f"valid_{head}/ndcg_at_10")

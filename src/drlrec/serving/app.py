@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from drlrec.config import Params
 from drlrec.serving import schemas
-from drlrec.serving.models import ModelSource, RegistrySource
+from drlrec.serving.model_store import ModelSource, RegistrySource
 from drlrec.serving.service import BadRequest, Service
 
 log = logging.getLogger("drlrec.serving")

@@ -18,7 +18,7 @@ from drlrec.serving import exploration
 from drlrec.serving.abtest import assign_variant, check_ab_config
 from drlrec.serving.cache import CircuitBreaker, RedisBackend, TopKCache
 from drlrec.serving.metrics import ServiceMetrics
-from drlrec.serving.models import DynamicBatcher, ModelSource, ModelStore
+from drlrec.serving.model_store import DynamicBatcher, ModelSource, ModelStore
 from drlrec.serving.recommender import Ranked
 from drlrec.serving.state import History, UserStateStore, load_base_histories
 

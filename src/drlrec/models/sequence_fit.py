@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from drlrec.config import BaselinesConfig
 from drlrec.models.base import FIRST_REAL_ITEM, UNKNOWN_ITEM, Recommender, StateBatch, TrainingData
-from drlrec.models.early_stopping import EarlyStopping, FitLog
+from drlrec.models.early_stopping import EarlyStopping, TrainingLog
 
 #: behaviour tokens: 0 padding, 1 pv, 2 cart, 3 fav, 4 buy
 N_BEHAVIOR_TOKENS = 5
@@ -327,7 +327,7 @@ class SequenceRecommender(Recommender):
         self.seed = seed
         self.progress = progress
         self.device = resolve_device(self.cfg.device)
-        self.log = FitLog()
+        self.log = TrainingLog()
         torch.manual_seed(seed)  # the initial weights depend on the seed only
         self.network: SequenceNetwork = self.build_network().to(self.device)
 
@@ -395,7 +395,7 @@ def uses_full_softmax(loop: Any, n_items: int) -> bool:
 
 def fit_next_item(
     model: SequenceRecommender, data: TrainingData, loop: Any, cfg: BaselinesConfig, seed: int, progress: bool = False
-) -> FitLog:
+) -> TrainingLog:
     """The training loop (module doc). `loop` is the model's config section: max_len, max_epochs, batch_size,
     lr, loss, max_logits, candidates, negative_alpha, unknown_dropout, eval_every, patience.
 
@@ -413,7 +413,7 @@ def fit_next_item(
 
 def _fit_next_item(
     model: SequenceRecommender, data: TrainingData, loop: Any, cfg: BaselinesConfig, seed: int, progress: bool = False
-) -> FitLog:
+) -> TrainingLog:
     from tqdm import tqdm
 
     from drlrec.evaluate import validation_evaluator
@@ -422,7 +422,7 @@ def _fit_next_item(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     network, device = model.network, model.device
-    log = FitLog()
+    log = TrainingLog()
     chunks = sequence_chunks(data.train, loop.max_len)
     if chunks.num_chunks == 0 or loop.max_epochs <= 0:
         return log
