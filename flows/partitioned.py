@@ -5,8 +5,8 @@ Prefect maps them on a `DaskTaskRunner`: a local cluster by default (scale.dask_
 workers), or the existing cluster at `scale.dask_address`, whose workers must see paths.partitions and
 the inputs and outputs at the same paths. The outputs are those of `drlrec ingest` / `drlrec featurize`.
 
-    partitioned_ingest_flow(params_path, overrides)            -> the ingest report (dict)
-    partitioned_featurize_flow(params_path, overrides)         -> the featurize report (dict)
+    partitioned_ingest_flow(params)                            -> the ingest report (dict)
+    partitioned_featurize_flow(params)                         -> the featurize report (dict)
     partitioned_ingest_featurize_flow(params_path, overrides)  -> {"ingest", "validate", "featurize"}
 """
 
@@ -61,16 +61,11 @@ def validate(params: Params) -> dict[str, Any]:
     return validate_stage(params).to_dict()
 
 
-def _params(params_path: str, overrides: list[str] | None) -> Params:
-    return load_params(params_path, tuple(overrides or ()))
-
-
-@flow(name="partitioned-ingest", log_prints=True)
-def _ingest_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+@flow(name="partitioned-ingest", log_prints=True, validate_parameters=False)
+def _ingest_flow(params: Params) -> dict[str, Any]:
     import time
 
     started = time.perf_counter()
-    params = _params(params_path, overrides)
     events, quarantine, report = partitioned.ingest_outputs(params)
     plan = partitioned.plan_ingest(params.paths.raw_data, params.paths.partitions, params.scale.partitions, params.ingest)
     chunks = ingest_chunk.map(unmapped(plan), list(range(len(plan.ranges))))
@@ -83,9 +78,8 @@ def _ingest_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     return result.to_dict()
 
 
-@flow(name="partitioned-featurize", log_prints=True)
-def _featurize_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
-    params = _params(params_path, overrides)
+@flow(name="partitioned-featurize", log_prints=True, validate_parameters=False)
+def _featurize_flow(params: Params) -> dict[str, Any]:
     plan = partitioned.plan_featurize(params)
     partitions = list(range(plan.partitions))
     counted = featurize_count.map(unmapped(plan), partitions)
@@ -99,16 +93,14 @@ def _featurize_flow(params_path: str = "params.yaml", overrides: list[str] | Non
     return report
 
 
-def partitioned_ingest_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+def partitioned_ingest_flow(params: Params) -> dict[str, Any]:
     """`drlrec ingest` per user-hash partition on Dask (scale: section); returns the ingest report."""
-    runner = dask_task_runner(_params(params_path, overrides).scale)
-    return _ingest_flow.with_options(task_runner=runner)(params_path, overrides)
+    return _ingest_flow.with_options(task_runner=dask_task_runner(params.scale))(params)
 
 
-def partitioned_featurize_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+def partitioned_featurize_flow(params: Params) -> dict[str, Any]:
     """`drlrec featurize` per user-hash partition on Dask (scale: section); returns the featurize report."""
-    runner = dask_task_runner(_params(params_path, overrides).scale)
-    return _featurize_flow.with_options(task_runner=runner)(params_path, overrides)
+    return _featurize_flow.with_options(task_runner=dask_task_runner(params.scale))(params)
 
 
 @flow(name="partitioned-ingest-featurize", log_prints=True)
@@ -116,8 +108,9 @@ def partitioned_ingest_featurize_flow(
     params_path: str = "params.yaml", overrides: list[str] | None = None
 ) -> dict[str, Any]:
     """ingest -> validate -> featurize with the data-parallel stages on Dask; a failed expectation suite
-    stops the flow before featurize."""
-    results: dict[str, Any] = {"ingest": partitioned_ingest_flow(params_path, overrides)}
-    results["validate"] = validate(_params(params_path, overrides))
-    results["featurize"] = partitioned_featurize_flow(params_path, overrides)
+    stops the flow before featurize. Params are built once, here."""
+    params = load_params(params_path, tuple(overrides or ()))
+    results: dict[str, Any] = {"ingest": partitioned_ingest_flow(params)}
+    results["validate"] = validate(params)
+    results["featurize"] = partitioned_featurize_flow(params)
     return results

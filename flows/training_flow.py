@@ -119,33 +119,24 @@ def featurize(params: Params) -> dict[str, Any]:
 
 @_compute_task("train")
 def train(params: Params) -> dict[str, Any]:
-    import json
-    from pathlib import Path
-
-    from drlrec import runinfo
     from drlrec.stages import train_stage
 
-    train_stage(params)
-    run_id = runinfo.train_run_id(params)  # the run id is not in meta.json (a DVC output)
-    return {"mlflow_run_id": run_id, **json.loads(Path(params.paths.train_metrics).read_text())}
+    result = train_stage(params)
+    return {"mlflow_run_id": result.mlflow_run_id, **result.metrics}
 
 
 @_compute_task("evaluate")
 def evaluate(params: Params) -> dict[str, Any]:
-    import json
-    from pathlib import Path
-
     from drlrec.stages import evaluate_stage
 
-    evaluate_stage(params)
-    return json.loads(Path(params.paths.metrics).read_text())
+    return evaluate_stage(params).payload
 
 
 @_io_task("register")
-def register(params: Params) -> dict[str, Any]:
+def register(params: Params, metrics: dict[str, Any]) -> dict[str, Any]:
     from drlrec.stages import register_stage
 
-    return register_stage(params)
+    return register_stage(params, metrics=metrics)
 
 
 # ---------------------------------------------------------------------------------------------- artifacts
@@ -180,23 +171,34 @@ def mlflow_run_link(run_id: str) -> str:
 def training_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
     """Run the whole training pipeline once and let the registry gate decide on @champion.
 
-    `params_path`: the params.yaml to use; `overrides`: `section.key=value` strings, as `--set` takes."""
+    `params_path`: the params.yaml to use; `overrides`: `section.key=value` strings, as `--set` takes (the
+    deployment's parameters). Params are built once, here; the tasks pass their results on."""
+    return run_training(load_params(params_path, tuple(overrides or ())))
+
+
+@flow(name="training-flow", log_prints=True, validate_parameters=False)
+def training_flow_of(params: Params) -> dict[str, Any]:
+    """The training flow on `params` already built (the monitoring cycle's retrain, in process)."""
+    return run_training(params)
+
+
+def run_training(params: Params) -> dict[str, Any]:
+    """The training flow's tasks and artifacts, inside a running flow."""
     logger = get_run_logger()
-    params = load_params(params_path, tuple(overrides or ()))
     if params.scale.partitions > 1:
         # the data stages per user-hash partition on Dask (flows/partitioned.py): same outputs, in parallel
         from flows.partitioned import partitioned_featurize_flow, partitioned_ingest_flow
 
-        results: dict[str, Any] = {"ingest": partitioned_ingest_flow(params_path, list(overrides or ()))}
+        results: dict[str, Any] = {"ingest": partitioned_ingest_flow(params)}
         results["validate"] = validate(params)
-        results["featurize"] = partitioned_featurize_flow(params_path, list(overrides or ()))
+        results["featurize"] = partitioned_featurize_flow(params)
     else:
         results = {"ingest": _with_io_retries(ingest, params)(params)}
         results["validate"] = validate(params)
         results["featurize"] = featurize(params)
     results["train"] = train(params)
     results["evaluate"] = evaluate(params)
-    results["register"] = _with_io_retries(register, params)(params)
+    results["register"] = _with_io_retries(register, params)(params, results["evaluate"])
 
     run_id = results["train"]["mlflow_run_id"]
     decision = results["register"]

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         if out.get("retrain"):
             decision = out["retrain"]["register"]
             print(f"data: {out['appended']['rows']:,} interactions appended; {out['versioned']}")
-            print(f"retrained on {out['training_overrides']} ({out['retrain']['mode']})")
+            print(f"retrained on the window {out['training_window']} ({out['retrain']['mode']})")
             print(
                 f"registry gate on the new data ({decision['metric']}, test split of the slid window): "
                 f"new model v{decision['version']} {decision['challenger_value']:.4f} vs champion "

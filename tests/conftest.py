@@ -90,3 +90,35 @@ def tiny_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     synth_stage(load_params(params_file))
     return params_file
+
+
+# ---------------------------------------------------------------------------------------------- test tiers
+
+TESTS = Path(__file__).resolve().parent
+#: folders whose every test builds a pipeline, trains a model or starts a server (the API tests share a
+#: session pipeline with a trained model; the integration tests run stages, flows, MLflow, Prefect, chromium;
+#: every model test fits a model)
+SLOW_FOLDERS = ("api", "integration", "model")
+#: fixtures that build a pipeline, fit a model or run the monitoring on generated logs: a test that uses one
+#: (directly or through another fixture) is slow wherever it lives
+SLOW_FIXTURES = frozenset({
+    "prefect_harness",  # a Prefect API server
+    "tiny_pipeline",  # synth + MLflow store for the stages
+    "protocol_params",  # synth -> ingest -> featurize (test_evaluate_protocol)
+    "features_without_test",  # the same for the tune study (test_tune)
+    "head_features",  # the featurize stage on the real head slice (test_featurize_real)
+    "featurized",  # synth -> featurize in memory, and the user simulator fitted on it (tests/rl)
+    "world",  # generated logs and Evidently drift reports (test_monitoring)
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`slow` on everything that builds a pipeline, trains or starts a server, so that `pytest -m "not
+    slow"` is the fast tier (under 2 minutes on 2 cores); `make test` and CI run every test."""
+    for item in items:
+        try:
+            folder = Path(str(item.fspath)).resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            folder = ""
+        if folder in SLOW_FOLDERS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

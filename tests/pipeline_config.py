@@ -48,7 +48,7 @@ def write_pipeline_params(folder: Path, extra: tuple[str, ...] = (), base: tuple
 
 def run_pipeline(params, folder: Path, evaluate: bool = False):
     """synth -> ingest -> featurize -> train (-> evaluate) on `params`, with MLflow in folder/mlflow.db;
-    returns the train stage's result."""
+    returns the train stage's fit (drlrec.rl.dqn.DQNFit: the model and the loop's log)."""
     import pytest
 
     from drlrec.stages import evaluate_stage, featurize_stage, ingest_stage, synth_stage, train_stage
@@ -59,7 +59,7 @@ def run_pipeline(params, folder: Path, evaluate: bool = False):
         synth_stage(params)
         ingest_stage(params)
         featurize_stage(params)
-        fit = train_stage(params)
+        fit = train_stage(params).fit
         if evaluate:
             evaluate_stage(params)
     finally:

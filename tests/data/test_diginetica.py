@@ -253,6 +253,7 @@ def _tmp_overlay(tmp_path: Path) -> Path:
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow  # ingest -> validate -> featurize stages on the real sample
 def test_real_sample_ingests_validates_and_splits(tmp_path: Path, diginetica_sample: Path) -> None:
     from drlrec.features.featurize import REPORT_FILE
     from drlrec.features.split import SPLITS
@@ -283,6 +284,7 @@ def test_real_sample_ingests_validates_and_splits(tmp_path: Path, diginetica_sam
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow  # the partitioned ingest (per-partition stage runs)
 def test_partitioned_ingest_reads_the_diginetica_format(tmp_path: Path, diginetica_sample: Path) -> None:
     """`scale.partitions` > 1 (byte ranges of a plain file) ingests the Diginetica format exactly as the
     single pass does: same events in the same order, same quarantined rows."""

@@ -18,8 +18,9 @@ MONITOR = ("monitor.min_rows=200", "monitor.window_days=0", "monitor.dvc_add=fal
 
 def test_drift_retrains_once_and_the_gate_decides(prefect_harness, tiny_pipeline: Path) -> None:
     from drlrec.config import load_params
+    from drlrec.monitoring.retrain import read_state
     from drlrec.stages import synth_stage
-    from flows.monitoring_flow import monitoring_flow, read_state
+    from flows.monitoring_flow import monitoring_flow
     from flows.training_flow import training_flow
 
     uri = os.environ["MLFLOW_TRACKING_URI"]
@@ -40,7 +41,7 @@ def test_drift_retrains_once_and_the_gate_decides(prefect_harness, tiny_pipeline
     assert registry.alias_version("champion", uri) == ("2" if decision["promoted"] else "1")
     assert Path(out["report"]).is_file() and out["mlflow_run_id"]
     state = read_state(Path(params.paths.monitoring) / "state.json")
-    assert state["training_overrides"] == out["training_overrides"] and state["last_decision"]["version"] == "2"
+    assert state["training_window"] == out["training_window"] and state["last_decision"]["version"] == "2"
 
     # the next run sees the same window: reported, but no second retrain
     again = monitoring_flow(str(tiny_pipeline), list(MONITOR), current=str(shifted))

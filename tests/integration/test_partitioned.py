@@ -106,8 +106,9 @@ def test_four_partitions_on_local_dask_cluster_equal_single_pass(logs, params_pa
         f"paths.ingest_report={out / 'ingest_report.json'}",
         f"paths.features={out / 'features'}",
     ]
-    report = partitioned_ingest_flow(str(params_path), overrides)
+    dask_params = load_params(params_path, tuple(overrides))
+    report = partitioned_ingest_flow(dask_params)
     assert report["sort_buckets"] == 4 and report["input_sorted_by_user_time"] is False
     assert _assert_same_ingest(tmp_path / "single", out) == 8  # 6 bad rows + 2 duplicates
-    partitioned_featurize_flow(str(params_path), overrides)
+    partitioned_featurize_flow(dask_params)
     _assert_same_features(tmp_path / "single" / "features", out / "features")

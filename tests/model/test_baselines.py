@@ -137,16 +137,16 @@ def test_sequence_models_train_with_deterministic_algorithms(name: str, data: Tr
 
     params = tiny_params(steps=100, seed=3)
     params = dataclasses.replace(params, baselines=dataclasses.replace(params.baselines, threads=2))
-    from drlrec.models import next_item
+    from drlrec.models import sequence_fit
 
     seen = []
-    inner = next_item._fit_next_item
+    inner = sequence_fit._fit_next_item
 
     def recording(*args, **kwargs):
         seen.append(torch.are_deterministic_algorithms_enabled())
         return inner(*args, **kwargs)
 
-    monkeypatch.setattr(next_item, "_fit_next_item", recording)
+    monkeypatch.setattr(sequence_fit, "_fit_next_item", recording)
     build_model(name, data.n_items, data.n_categories, params).fit(data)
     assert seen == [True]
     assert not torch.are_deterministic_algorithms_enabled()

@@ -75,11 +75,11 @@ def test_block_ranking_equals_whole_catalogue_ranking(item_block: int, first_sco
     scores), NaN, excluded items, unknown and out-of-range targets, k beyond a block; whether the scorer
     gives the targets' scores up front exactly (no margin), not at all, up to rounding, or wrongly (past the
     margin); and with rows past the cap on kept near scores (near_cap 2: counted again)."""
-    import drlrec.evaluate
+    import drlrec.evaluate.ranking
     from drlrec.evaluate import exclusion_pairs, rank_blocks
     from drlrec.models.base import FullScores
 
-    monkeypatch.setattr(drlrec.evaluate, "NEAR_CAP", near_cap)
+    monkeypatch.setattr(drlrec.evaluate.ranking, "NEAR_CAP", near_cap)
 
     class Perturbed(FullScores):
         exact_targets = first_scores == "exact"

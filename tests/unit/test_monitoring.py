@@ -166,20 +166,21 @@ class FakeTraining:
     """Stands in for the training flow: records each trigger."""
 
     def __init__(self) -> None:
-        self.calls: list[list[str]] = []
+        self.calls: list[tuple[int, int]] = []  # (window_start, window_end) of each training
 
-    def __call__(self, params_path: str, overrides: list[str], params) -> dict:
-        self.calls.append(list(overrides))
+    def __call__(self, params) -> dict:
+        self.calls.append((params.ingest.window_start, params.ingest.window_end))
         return {"mode": "fake", "register": {"version": str(len(self.calls)), "promoted": True, "reason": "fake gate"}}
 
 
 def test_cycle_without_drift_triggers_nothing(project: dict) -> None:
-    from flows.monitoring_flow import monitoring_cycle
+    from drlrec.config import load_params
+    from drlrec.monitoring.cycle import monitoring_cycle
 
     training = FakeTraining()
     before = project["raw"].read_bytes()
     out = monitoring_cycle(
-        str(project["params"]), current=str(project["dir"] / "same.csv"), trigger=training, now=1e9, track=False, log=lambda _: None
+        load_params(project["params"]), current=str(project["dir"] / "same.csv"), trigger=training, now=1e9, track=False, log=lambda _: None
     )  # fmt: skip
     assert out["result"]["status"] == "no drift" and out["action"] == "none (no drift)"
     assert training.calls == []
@@ -191,13 +192,15 @@ def test_cycle_without_drift_triggers_nothing(project: dict) -> None:
 
 
 def test_cycle_with_drift_retrains_once_then_debounces(project: dict) -> None:
-    from flows.monitoring_flow import monitoring_cycle, read_state
+    from drlrec.config import load_params
+    from drlrec.monitoring.cycle import monitoring_cycle
+    from drlrec.monitoring.retrain import read_state
 
     training = FakeTraining()
     rows_before = len(project["raw"].read_text().splitlines())
     day1, four_days = str(project["dir"] / "shifted_day1.csv"), str(project["dir"] / "shifted.csv")
     run = lambda now, current: monitoring_cycle(  # noqa: E731
-        str(project["params"]), current=current, trigger=training, now=now, track=False, log=lambda _: None
+        load_params(project["params"]), current=current, trigger=training, now=now, track=False, log=lambda _: None
     )
 
     first = run(1e9, day1)
@@ -208,7 +211,7 @@ def test_cycle_with_drift_retrains_once_then_debounces(project: dict) -> None:
     assert first["appended"]["rows"] == len(window)
     assert len(project["raw"].read_text().splitlines()) == rows_before + len(window)
     end = SYNTH.start + (SYNTH.days + 1) * 86400
-    assert training.calls[0] == [f"ingest.window_start={end - SYNTH.days * 86400}", f"ingest.window_end={end}"]
+    assert training.calls[0] == (end - SYNTH.days * 86400, end)
     state = read_state(project["dir"] / "artifacts" / "monitoring" / "state.json")
     assert state["last_retrain_at"] == 1e9 and state["appended_until"] == int(window["timestamp"].max())
     assert first["versioned"]["dvc"].startswith("skipped")
@@ -224,7 +227,7 @@ def test_cycle_with_drift_retrains_once_then_debounces(project: dict) -> None:
     assert later["action"] == "retrained" and len(training.calls) == 2
     # every logged interaction newer than the last append, not only the reported window
     assert later["appended"]["rows"] == len(logs.read_interactions(four_days)) - len(window)
-    assert training.calls[1][1] == f"ingest.window_end={end + 3 * 86400}"
+    assert training.calls[1][1] == end + 3 * 86400
 
 
 def test_version_data_dvc_add_and_git_commit(tmp_path: Path) -> None:
@@ -234,7 +237,7 @@ def test_version_data_dvc_add_and_git_commit(tmp_path: Path) -> None:
     import yaml
 
     from drlrec.config import load_params
-    from flows.monitoring_flow import version_data
+    from drlrec.monitoring.retrain import version_data
 
     def sh(*command: str) -> str:
         return subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, text=True).stdout

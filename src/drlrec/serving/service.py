@@ -6,8 +6,9 @@ import hashlib
 import logging
 import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,6 +28,30 @@ log = logging.getLogger("drlrec.serving")
 
 class BadRequest(ValueError):
     """A client error with a one-line message (422)."""
+
+
+class Lookup(NamedTuple):
+    """The cheap part of a request (event loop): who serves the user, and the cached list if any."""
+
+    variant: VariantConfig
+    model: Any  # the ServingModel of the variant's alias (None: no model loaded)
+    field: str  # the cache field of (variant, policy, version, k, exclusions, exploration)
+    payload: dict[str, Any] | None  # the cached list (None: compute it)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One answered GET /recommendations: the list shown and how it was made (schemas.Recommendations)."""
+
+    user_id: int
+    items: list[dict[str, Any]]
+    model_version: str | None
+    fallback: str | None
+    variant: str
+    cached: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Service:
@@ -107,8 +132,22 @@ class Service:
             raise BadRequest(f"exclude: at most {limit} item ids (got {len(out)})")
         return out
 
-    def lookup(self, user_id: int, k: int, exclude: list[int]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """Cheap part (event loop): variant, model, cache. Returns (cached payload or None, context)."""
+    async def recommend(self, user_id: int, k: int | None, exclude: str | None) -> Served:
+        """GET /recommendations/{user_id}: check the arguments, look the user up (event loop), rank in the
+        thread pool when the cache has no list, and draw, log and return what is shown."""
+        from starlette.concurrency import run_in_threadpool
+
+        k = self.serve.default_k if k is None else k
+        self.check_k(k)
+        excluded = self.parse_exclude(exclude)
+        found = self.lookup(user_id, k, excluded)
+        payload = found.payload
+        if payload is None:
+            payload = await run_in_threadpool(self.compute, user_id, k, excluded, found)
+        return self.respond(user_id, payload, found, found.payload is not None, k)
+
+    def lookup(self, user_id: int, k: int, exclude: list[int]) -> Lookup:
+        """Cheap part (event loop): variant, model, cache."""
         variant = self.variant_of(user_id)
         model = self.store.get(variant.alias)
         if model is None and variant.alias != self.control.alias:
@@ -117,16 +156,15 @@ class Service:
         version = model.version if model is not None else None
         exclude_key = hashlib.blake2b(",".join(map(str, sorted(set(exclude)))).encode(), digest_size=8).hexdigest() if exclude else "-"
         field = f"{variant.name}|{variant.policy}|{version}|{k}|{exclude_key}|{self.explore_label}"
-        ctx = {"variant": variant, "model": model, "field": field}
         payload, where = self.cache.get(user_id, field) if model is not None else (None, "miss")
         if self.cache.enabled:
             self.metrics.cache.labels(where).inc()
-        return payload, ctx
+        return Lookup(variant, model, field, payload)
 
-    def compute(self, user_id: int, k: int, exclude: list[int], ctx: dict[str, Any]) -> dict[str, Any]:
+    def compute(self, user_id: int, k: int, exclude: list[int], found: Lookup) -> dict[str, Any]:
         """Expensive part (thread pool): state, ranking, cache fill. With exploration on, a model list holds
         the model's top-M (serve.exploration.top_m, at least k + 1): `respond` draws the k shown from it."""
-        variant, model = ctx["variant"], ctx["model"]
+        variant, model = found.variant, found.model
         fallback = None
         history = None
         explore = False
@@ -168,7 +206,7 @@ class Service:
             ],
         }
         if model is not None:
-            self.cache.set(user_id, ctx["field"], payload)
+            self.cache.set(user_id, found.field, payload)
         return payload
 
     def shown(self, payload: dict[str, Any], k: int) -> tuple[list[dict[str, Any]], list[float], float]:
@@ -182,9 +220,9 @@ class Service:
             choice = exploration.explore(scores, k, self.exploration, self.rng)
         return [items[i] for i in choice.positions.tolist()], choice.propensity.tolist(), choice.list_propensity
 
-    def respond(self, user_id: int, payload: dict[str, Any], ctx: dict[str, Any], cached: bool,
-                k: int | None = None) -> dict[str, Any]:
-        variant = ctx["variant"]
+    def respond(self, user_id: int, payload: dict[str, Any], found: Lookup, cached: bool, k: int | None = None) -> Served:
+        """The k shown (drawn when the payload explores), logged as one exposure."""
+        variant = found.variant
         items, propensities, list_propensity = self.shown(payload, len(payload["items"]) if k is None else k)
         if self.exposure_log is not None:
             stored = payload.get("history")
@@ -198,8 +236,7 @@ class Service:
                 propensities=propensities, history=history, list_propensity=list_propensity,
             )
         self.metrics.exposures.labels(variant.name).inc()
-        return {"user_id": user_id, "items": items, "model_version": payload["model_version"],
-                "fallback": payload["fallback"], "variant": variant.name, "cached": cached}
+        return Served(user_id, items, payload["model_version"], payload["fallback"], variant.name, cached)
 
     # ------------------------------------------------------------------------------------------ writes
 

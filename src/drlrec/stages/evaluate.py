@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from drlrec.config import Params
 from drlrec.stages.common import (
@@ -16,7 +18,18 @@ from drlrec.stages.common import (
 )
 
 
-def evaluate_stage(params: Params, model_name: str = "dqn_lstm", features_dir: str | Path | None = None):
+@dataclass(frozen=True)
+class EvaluateResult:
+    """What `drlrec evaluate` produced."""
+
+    evaluation: Any
+    """drlrec.evaluate.Evaluation: every metric with its CI, per-event ranks, counts."""
+    payload: dict[str, Any]
+    """What paths.metrics holds (the protocol and the evaluation)."""
+    mlflow_run_id: str
+
+
+def evaluate_stage(params: Params, model_name: str = "dqn_lstm", features_dir: str | Path | None = None) -> EvaluateResult:
     """Evaluate one model on the test period with the shared protocol; write metrics.json, a markdown
     table and a bar chart; log them to MLflow. dqn_lstm is read from paths.model (the train stage's
     output); any other model is fitted on the train split first with its budget from params."""
@@ -67,4 +80,4 @@ def evaluate_stage(params: Params, model_name: str = "dqn_lstm", features_dir: s
         f"{npur.value:.4f} [{npur.low:.4f}, {npur.high:.4f}] ({evaluation.counts['next_item_events']:,} events, "
         f"{evaluation.seconds:.1f}s) -> {params.paths.metrics}"
     )
-    return evaluation
+    return EvaluateResult(evaluation, payload, run.run_id)

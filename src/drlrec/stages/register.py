@@ -10,9 +10,11 @@ from drlrec.config import Params
 from drlrec.stages.common import say
 
 
-def register_stage(params: Params, tracking_uri: str | None = None) -> dict[str, Any]:
+def register_stage(params: Params, tracking_uri: str | None = None, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """Bundle the trained DQN-LSTM, register it as a new version with @challenger, and let the gate
-    decide whether it becomes @champion (see registry.py). Writes the decision to paths.registry."""
+    decide whether it becomes @champion (see registry.py). Writes the decision to paths.registry.
+    `metrics`: the evaluate stage's payload when the caller has it (the flow); else paths.metrics is read
+    (the hand-off between the `drlrec evaluate` and `drlrec register` processes)."""
     from drlrec.atomic import write_json
     from drlrec.bundle import write_bundle
     from drlrec.errors import InputError
@@ -20,9 +22,10 @@ def register_stage(params: Params, tracking_uri: str | None = None) -> dict[str,
     from drlrec.registry import evaluation_split_id, register_model
 
     metrics_path = Path(params.paths.metrics)
-    if not metrics_path.is_file():
-        raise InputError(f"{metrics_path}: no evaluation metrics (run `drlrec evaluate` first)")
-    metrics = json.loads(metrics_path.read_text())
+    if metrics is None:
+        if not metrics_path.is_file():
+            raise InputError(f"{metrics_path}: no evaluation metrics (run `drlrec evaluate` first)")
+        metrics = json.loads(metrics_path.read_text())
     if metrics.get("model") != "dqn_lstm":
         raise InputError(f"{metrics_path}: holds metrics of {metrics.get('model')!r}, not the DQN-LSTM")
     from drlrec import runinfo

@@ -4,11 +4,28 @@ model, and `drlrec train --model NAME` for a comparison model."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from drlrec.config import Params
 from drlrec.stages.common import log_events_input, say
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `drlrec train` produced for the DQN-LSTM."""
+
+    fit: Any
+    """drlrec.rl.dqn.DQNFit: the trained model, the loop's log, every head's validation figures."""
+    metrics: dict[str, Any]
+    """What paths.train_metrics holds ({} on a DDP rank other than 0, which writes nothing)."""
+    mlflow_run_id: str | None
+    """The train run (None on a DDP rank other than 0)."""
+    model_uri: str | None
+    """The MLflow model logged in that run (what the register stage registers)."""
+    model_dir: Path
+    """Where model.pt and meta.json are."""
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -22,7 +39,7 @@ def train_stage(
     features_dir: str | Path | None = None,
     out_dir: str | Path | None = None,
     distributed: bool = False,
-):
+) -> TrainResult:
     """Train the DQN-LSTM on the featurize outputs; write DIR/model.pt, meta.json, curves, and
     train_metrics.json; log everything to MLflow. A killed run resumes from its last checkpoint.
 
@@ -56,7 +73,7 @@ def online_training_env(params: Params, features: str | Path):
     return simulated_env(features, simulator, env_cfg, params.featurize)
 
 
-def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str | Path | None, ddp):
+def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str | Path | None, ddp) -> TrainResult:
     import dataclasses
     import shutil
 
@@ -91,8 +108,9 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
         key = _fingerprint(key, ddp.world_size, config["scale"]["ddp_lr_scaling"])
         checkpoint = checkpoint.with_name(f"dqn_lstm.rank{ddp.rank}.pt")
         if not ddp.is_main:
-            return fit_dqn_lstm(model, data, params.train, params.base.seed, checkpoint_path=checkpoint,
-                                resume_key=key, ddp=ddp)
+            fit = fit_dqn_lstm(model, data, params.train, params.base.seed, checkpoint_path=checkpoint,
+                               resume_key=key, ddp=ddp)
+            return TrainResult(fit, {}, None, None, out)
     online = params.train.mode == "online"
     with start_run(f"train-dqn_lstm-{params.train.mode}", tags={"model": "dqn_lstm", "stage": "train", "mode": params.train.mode}) as run:
         run.log_params(config)
@@ -162,14 +180,8 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
             "stopped_early": fit.train.stopped_early,
             **({"ddp": fit.train.ddp} if ddp is not None else {}),
         }
-        write_json(
-            params.paths.train_metrics,
-            {
-                "model": "dqn_lstm",
-                "protocol": "next item, full ranking over all items, validation period",
-                **metrics,
-            },
-        )
+        written = {"model": "dqn_lstm", "protocol": "next item, full ranking over all items, validation period", **metrics}
+        write_json(params.paths.train_metrics, written)
         # the kept weights' validation figures: under best/ at the step they were measured (logged as
         # valid/... without a step they would be a spurious point at step 0 of the validation curves)
         run.log_metrics({f"best/{k}": v for k, v in fit.valid_metrics.items()}, step=fit.train.best_step)
@@ -211,7 +223,7 @@ def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str |
         + f" (served: {fit.served_head}; popularity {fit.popularity_metrics['valid/ndcg_at_10']:.4f}); "
         f"MLflow run {run.run_id} -> {out}"
     )
-    return fit
+    return TrainResult(fit, written, run.run_id, logged.model_uri, out)
 
 
 def _recent_items_validation(params: Params, data) -> dict[str, float]:
