@@ -13,15 +13,16 @@ def register(add: Callable[..., argparse.ArgumentParser], load_params: Callable[
     """Add `flow` and `deploy` with drlrec.cli's `add` (common options --params/--set included)."""
 
     def cmd_flow(args: argparse.Namespace) -> int:
-        load_params(args)  # a bad params file or override fails here with one line, before Prefect starts
+        params = load_params(args)  # a bad params file or override fails here with one line, before Prefect starts
         from drlrec.stages import summary_report
         from flows.training_flow import training_flow
 
+        # the flow is given the file and overrides (what a deployment run gets) and builds its own Params
         state = training_flow(args.params, args.overrides, return_state=True)
         if not state.is_completed():
             print(f"drlrec: error: training flow {state.name}: {state.message}", file=sys.stderr)
             return 1
-        summary_report(load_params(args))
+        summary_report(params)
         return 0
 
     def cmd_deploy(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ def test_no_stage_module_imports_another_stage_module():
     assert offenders == {}, f"stage modules importing other stage modules: {offenders}"
     # and nothing below the stages imports a stage: the shells sit on top of the core
     below = {name: sorted(deps & (stages | NOT_STAGES)) for name, deps in graph.items()
-             if not name.startswith("drlrec.stages") and name != "drlrec.cli" and deps & (stages | NOT_STAGES)}
+             if not name.startswith(("drlrec.stages", "drlrec.cli")) and deps & (stages | NOT_STAGES)}
     assert below == {}, f"core modules importing stage shells: {below}"
 
 

@@ -62,7 +62,7 @@ def test_same_seed_same_bytes_other_seed_other_log(tmp_path: Path) -> None:
 
 def test_chunks_depend_only_on_seed_and_chunk_index(monkeypatch: pytest.MonkeyPatch) -> None:
     """Users of the first chunk come out the same whatever the total; the chunks join into one sorted log."""
-    monkeypatch.setattr(synth, "CHUNK_USERS", 100)
+    monkeypatch.setattr(synth.generator, "CHUNK_USERS", 100)
     whole = synth.generate(small(users=250), seed=3, progress=True).to_pandas()
     head = synth.generate(small(users=100), seed=3, progress=False).to_pandas()
     pd.testing.assert_frame_equal(whole[whole["user_id"] <= 100].reset_index(drop=True), head)

@@ -38,7 +38,6 @@ PROTOCOL = (
     "difference between two models is bootstrapped paired (the same resampled users for both)."
 )
 
-
 _USER_STRIDE = np.int64(1) << 34
 
 
@@ -131,9 +130,7 @@ class FirstSeen:
 #: Target types, in code order: every event's target is exactly one of them.
 TARGET_TYPES: tuple[str, ...] = ("in_state", "in_history", "known_new", "cold")
 
-
 IN_STATE, IN_HISTORY, KNOWN_NEW, COLD = range(len(TARGET_TYPES))
-
 
 #: Cut-off of the HR/NDCG reported within each target type.
 BREAKDOWN_K = 10

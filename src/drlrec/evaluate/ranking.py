@@ -12,7 +12,6 @@ from drlrec.models.base import FIRST_REAL_ITEM, FullScores, Recommender, ScoreBl
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50)
 
-
 #: rank given to targets that cannot be ranked (padding/unknown items, or excluded)
 UNRANKABLE = np.iinfo(np.int64).max
 
@@ -68,7 +67,6 @@ def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[s
 #: scored in one piece; a larger one in blocks of this many items (memory [batch, ITEM_BLOCK], not
 #: [batch, n_items]; 512 states x 262,144 items of float32 is 512 MB).
 ITEM_BLOCK = 1 << 18
-
 
 #: Items within the float-rounding margin of its target's score that rank_blocks keeps per row before it
 #: counts that row again in a second pass instead (memory: at most batch x NEAR_CAP kept scores).

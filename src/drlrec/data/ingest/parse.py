@@ -28,19 +28,14 @@ from drlrec.schema import (
 
 _ID_COLUMNS = ("user_id", "item_id", "category_id")
 
-
 _BEHAVIOR_VALUES = pa.array([b.encode() for b in BEHAVIORS], type=pa.binary())
-
 
 # 18 digits always fit in int64; longer "ids" are rejected rather than silently wrapped.
 _UINT_PATTERN = r"^[0-9]{1,18}$"
 
-
 _SORTED_WITH_ORDINAL = ["user_id", "timestamp", "_ordinal"]
 
-
 _DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-
 
 # Working rows carry their parse ordinal: it orders ties stably and maps rows back to physical lines.
 _WORK_SCHEMA = EVENTS_SCHEMA.append(pa.field("_ordinal", pa.int64(), nullable=False))
@@ -85,7 +80,6 @@ def _parse_ids(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 _REASON_NAMES = np.array(("",) + QUARANTINE_REASONS, dtype=object)
-
 
 _REASON_CODE = {name: code for code, name in enumerate(_REASON_NAMES)}
 

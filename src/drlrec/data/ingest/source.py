@@ -17,21 +17,16 @@ from drlrec.schema import (
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
-
 _PEEK_BYTES = 1 << 16
-
 
 #: Input formats of `ingest.format`.
 FORMATS: tuple[str, ...] = ("taobao", "diginetica")
 
-
 #: Header of Diginetica's train-item-views.csv (required, in this order; sessionId etc. are accepted too).
 DIGINETICA_COLUMNS: tuple[str, ...] = ("session_id", "user_id", "item_id", "timeframe", "eventdate")
 
-
 #: category_id of every Diginetica row: its categories are in another file, not read here.
 DIGINETICA_CATEGORY = 0
-
 
 _DELIMITER = {"taobao": ",", "diginetica": ";"}
 

@@ -17,12 +17,9 @@ from drlrec.schema import BEHAVIORS, BUY
 
 OBS_KEYS: tuple[str, ...] = ("item_seq", "category_seq", "behavior_seq", "step_features", "profile")
 
-
 _P = {name: i for i, name in enumerate(PROFILE_FEATURES)}
 
-
 _SECONDS_PER_DAY = 86400.0
-
 
 PolicyFn = Callable[[StateBatch], np.ndarray]
 

@@ -19,7 +19,6 @@ from drlrec.schema import BEHAVIORS, CART, FAV
 
 FORMAT = "drlrec-simulator-1"
 
-
 #: Features of the logistic part, in weight order (the affinity dot product comes on top).
 INTERACTION_FEATURES: tuple[str, ...] = (
     "bias",
@@ -30,10 +29,8 @@ INTERACTION_FEATURES: tuple[str, ...] = (
     "category_share",
 )
 
-
 #: Re-view levels of a candidate: not in the state, in the state (viewed), carted or faved in the state.
 REPEAT_LEVELS: tuple[str, ...] = ("new", "viewed", "carted_or_faved")
-
 
 CALIBRATION_TARGETS: tuple[str, ...] = ("interact", *BEHAVIORS)
 

@@ -1,62 +1,41 @@
-"""The calibrated Taobao-like log generator: a seeded, vectorized model of users browsing, carting and buying.
-
-The model, drawn for all users of a chunk at once (no Python loop per user or per event):
-
-1. Catalogue: categories with Zipf popularity; every item in exactly one category, with Zipf popularity
-   inside it; Taobao-like sparse ids.
-2. Volume: events per user from a lognormal whose mu/sigma give the target median and mean.
-3. Time: events fall into sessions (geometric lengths, a per-user mean) separated by more than
-   `session_gap` seconds; sessions start at times drawn from a day/night curve (UTC+8) and are pushed
-   apart (segmented running max / min) so they never overlap and stay in the window.
-4. Behaviour: drawn from the target mix, independently per event, so the mix holds exactly in expectation.
-5. Interest: each user has a few preferred categories that drift from day to day; an event falls in a
-   preferred category with `preference_strength`, else in a category drawn by popularity, and inside a
-   session keeps the category drawn for the event before it with `category_stickiness`.
-6. Memory: a pv re-views an item the user viewed before with `review_rate`; carts, favs and buys land
-   on an earlier viewed (or, for buys, carted) item with their funnel probabilities, recent items first;
-   an event never repeats the item of the event just before it (the real log never does).
-
-Chunks of `CHUNK_USERS` users draw from their own generator, derived from (seed, chunk index), so the
-output depends only on the config and the seed, and memory is bounded by the chunk size.
-"""
+"""The generator: catalogue, timestamps, interests and repeats, chunk by chunk of users, vectorized; and
+the drifted period that continues the same users and catalogue."""
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import math
 import sys
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 
-from drlrec.atomic import atomic_path
 from drlrec.config import DriftConfig, SynthConfig
-from drlrec.data.stats import profile_log
-from drlrec.errors import ConfigError, InputError
-from drlrec.schema import BEHAVIORS, BUY, CART, EVENTS_SCHEMA, LOCAL_UTC_OFFSET_S, PV, RAW_COLUMNS
+from drlrec.errors import ConfigError
+from drlrec.schema import BEHAVIORS, BUY, CART, EVENTS_SCHEMA, LOCAL_UTC_OFFSET_S, PV
 
 #: Users generated per chunk: bounds memory (about 5M events) and is the progress-bar step.
 CHUNK_USERS = 50_000
+
 #: Item and category ids are drawn without replacement from [1, ID_SPACE), like Taobao's sparse ids.
 ID_SPACE = 5_200_000
+
 #: Relative activity per local hour (UTC+8), 00:00 first: the shape of the Taobao log's day.
 HOURLY_ACTIVITY: tuple[float, ...] = (
     3.0, 1.3, 0.5, 0.25, 0.25, 0.4, 1.0, 2.2, 3.2, 3.8, 4.4, 4.6,
     4.5, 4.6, 4.8, 4.9, 4.9, 4.6, 4.5, 5.4, 6.6, 7.2, 6.9, 5.0,
 )  # fmt: skip
-#: gzip level of `.gz` output: the gzip tool's default (level 9 is 3x slower for a few % smaller files).
-GZIP_LEVEL = 6
+
 #: Log-space spread of the gaps between events inside a session (the real log: median 56 s, mean 140 s).
 GAP_SIGMA = 1.35
+
 #: Weight of preferred category k is PREFERENCE_DECAY**k: the first preference dominates.
 PREFERENCE_DECAY = 0.6
+
 #: A remembered item is chosen as the floor(count * U**(1/RECENCY)) -th earlier one: recent ones first.
 RECENCY = 3.0
+
 #: Passes that redraw an event repeating the previous event's item (each pass fixes nearly all).
 REPEAT_FIX_PASSES = 6
 
@@ -69,9 +48,6 @@ class Catalogue(NamedTuple):
     item_key: np.ndarray  # [I] float64: category index + within-category popularity CDF (increasing)
     category_ids: np.ndarray  # [C] int64
     category_cdf: np.ndarray  # [C] float64 popularity CDF over category indices, last = 1
-
-
-# ---------------------------------------------------------------------------------------------- helpers
 
 
 def lognormal_params(median: float, mean: float) -> tuple[float, float]:
@@ -151,9 +127,6 @@ def _check(cfg: SynthConfig, seed: int) -> None:
         raise ConfigError("synth: " + "; ".join(problems))
 
 
-# ---------------------------------------------------------------------------------------------- catalogue
-
-
 def build_catalogue(cfg: SynthConfig, rng: np.random.Generator) -> Catalogue:
     """Categories with Zipf popularity, each holding at least one item; items Zipf inside their category."""
     n_items, n_cats = cfg.items, cfg.categories
@@ -182,9 +155,6 @@ def build_catalogue(cfg: SynthConfig, rng: np.random.Generator) -> Catalogue:
 def _draw_items(cat: Catalogue, categories: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One item index per event, by popularity inside the given category indices."""
     return np.searchsorted(cat.item_key, categories + rng.random(len(categories)), side="right")
-
-
-# ---------------------------------------------------------------------------------------------- time
 
 
 def _hour_curve(cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -247,9 +217,6 @@ def _timestamps(
     pulled = np.minimum(_segmented_reverse_cummin(pushed, session_user, span), latest[session_user])
     session_time = cfg.start + c + pulled
     return session_time[session] + offset, start
-
-
-# ---------------------------------------------------------------------------------------------- interest
 
 
 def _preferences(cfg: SynthConfig, cat: Catalogue, rng: np.random.Generator, n_users: int) -> np.ndarray:
@@ -355,9 +322,6 @@ def _items(
     return fresh[ref[ref]]
 
 
-# ---------------------------------------------------------------------------------------------- generate
-
-
 def _generate_chunk(
     cfg: SynthConfig, cat: Catalogue, rng: np.random.Generator, first_user_id: int, n_users: int
 ) -> pa.Table:
@@ -459,169 +423,3 @@ def _generate_users(cfg: SynthConfig, catalogue: Catalogue, seed: int, stream: i
         n_users = min(CHUNK_USERS, cfg.users - first)
         tables.append(_generate_chunk(cfg, catalogue, rng, first + 1, n_users))
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-
-
-# ---------------------------------------------------------------------------------------------- output
-
-#: `drlrec synth --scale full`: the published size of the real UserBehavior file (users, items, categories);
-#: with the default 101 events per user that is about 100M rows.
-FULL_SCALE: dict[str, int] = {"users": 987_994, "items": 4_162_024, "categories": 9_439}
-
-
-def order_rows(table: pa.Table, order: str) -> pa.Table:
-    """The generated rows (sorted by user id, then time) in `order` (SynthConfig.order): `user` as they are,
-    `original` with users in lexicographic string order of their ids (the real file: "1", "100", "1000",
-    ...), `time` by timestamp over the whole log (ties keep user order). Time order within a user is kept."""
-    if order == "user":
-        return table
-    if order == "original":
-        user = table.column("user_id").to_numpy()
-        users, first = np.unique(user, return_index=True)  # numeric order; rows of a user are contiguous
-        lexicographic = np.argsort(users.astype(str), kind="stable")  # [U] users in string order
-        counts = np.diff(np.r_[first, len(user)])
-        # each user's contiguous rows, users taken in string order: a permutation built from run lengths
-        starts = first[lexicographic]
-        lengths = counts[lexicographic]
-        perm = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(len(user))
-    elif order == "time":
-        perm = np.argsort(table.column("timestamp").to_numpy(), kind="stable")
-    else:
-        raise ConfigError(f"synth.order must be one of user, original, time (got {order!r})")
-    return table.take(pa.array(perm))
-
-
-
-def _raw_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Typed events -> the raw Taobao columns (behaviour codes become their names)."""
-    names = pa.array(BEHAVIORS, type=pa.string())
-    return pa.RecordBatch.from_arrays(
-        [
-            batch.column("user_id"),
-            batch.column("item_id"),
-            batch.column("category_id"),
-            names.take(batch.column("behavior").cast(pa.int32())),
-            batch.column("timestamp"),
-        ],
-        names=list(RAW_COLUMNS),
-    )
-
-
-def write_csv(table: pa.Table, path: str | Path) -> None:
-    """Write the original header-less Taobao CSV (behaviour names, unquoted) atomically; `.gz` compresses.
-
-    Written batch by batch, so the text form of the behaviours never exists for the whole table at once.
-    """
-    path = Path(path)
-    options = pa_csv.WriteOptions(include_header=False, quoting_style="none", batch_size=1 << 16)
-    schema = pa.schema(
-        [(name, pa.string() if name == "behavior_type" else pa.int64()) for name in RAW_COLUMNS]
-    )
-
-    def write(sink: Any) -> None:
-        with pa_csv.CSVWriter(sink, schema, write_options=options) as writer:
-            for batch in table.to_batches(max_chunksize=1 << 20):
-                writer.write_batch(_raw_batch(batch))
-
-    with atomic_path(path) as tmp:
-        if path.suffix == ".gz":
-            # no file name and mtime 0 in the gzip header: the same table gives the same bytes (DVC md5)
-            with open(tmp, "wb") as handle, gzip.GzipFile("", "wb", GZIP_LEVEL, handle, mtime=0) as sink:
-                write(sink)
-        else:
-            write(str(tmp))
-
-
-# ---------------------------------------------------------------------------------------------- calibrate
-
-
-class _Target(NamedTuple):
-    """A generator knob fitted by matching one statistic of generated logs to the real log's."""
-
-    field: str
-    statistic: tuple[str, ...]  # path into the profile
-    update: str  # "add": knob += gain * (real - generated); "ratio": knob *= real / generated
-    gain: float
-    low: float
-    high: float
-
-
-#: Knobs fitted by simulation (indirect inference): each moves the statistic it is paired with.
-CALIBRATION_TARGETS: tuple[_Target, ...] = (
-    _Target("review_rate", ("review_rate",), "add", 1.0, 0.0, 0.95),
-    _Target("cart_after_view", ("cart_after_view",), "add", 1.0, 0.0, 1.0),
-    _Target("fav_after_view", ("fav_after_view",), "add", 1.0, 0.0, 1.0),
-    _Target("buy_after_view", ("buy_after_view",), "add", 1.0, 0.0, 1.0),
-    _Target("buy_via_cart", ("buy_after_cart",), "ratio", 1.0, 0.0, 1.0),
-    _Target("category_stickiness", ("same_category_in_session",), "add", 1.5, 0.0, 0.95),
-    _Target("preference_strength", ("top_category_share_median",), "add", 2.0, 0.0, 1.0),
-    _Target("preference_drift", ("top_category_overlap", "last_over_middle"), "add", -3.0, 0.0, 1.0),
-    _Target("session_events_mean", ("sessions", "events_mean"), "ratio", 1.0, 1.0, 1000.0),
-    _Target("event_gap_median", ("sessions", "gap_median_s"), "ratio", 1.0, 1.0, 1800.0),
-    _Target("category_zipf", ("popularity_slope", "category"), "add", 1.0, 0.0, 3.0),
-    _Target("item_zipf", ("popularity_slope", "item_in_category"), "add", 2.0, 0.0, 3.0),
-)
-#: Users simulated per calibration round (replicates of the real log's user count, averaged).
-CALIBRATION_USERS = 3000
-#: Larger real logs are profiled on this many users drawn at random (popularity slopes depend on size).
-CALIBRATION_MAX_USERS = 5000
-CALIBRATION_MAX_REPLICATES = 10
-CALIBRATION_ROUNDS = 6
-
-
-def _lookup(profile: dict[str, Any], path: tuple[str, ...]) -> float | None:
-    value: Any = profile
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return None if value is None else float(value)
-
-
-def calibrate(events: pd.DataFrame, cfg: SynthConfig) -> dict[str, Any]:
-    """Fit SynthConfig fields to a real typed log; return {field: value} for the fields fitted.
-
-    Events per user and the behaviour mix are read off the log. The other knobs interact with chance
-    (a popular item is re-viewed by luck; a small sample flattens popularity), so they are fitted by
-    simulation: generate logs with the same number of users, profile them, and move each knob until
-    its statistic matches the real log's. The catalogue size, window and preference count stay as in
-    `cfg`. Deterministic: the simulations use fixed seeds.
-    """
-    if events.empty:
-        raise InputError("cannot calibrate the generator on an empty log")
-    per_user = events.groupby("user_id", sort=False).size().to_numpy()
-    median = float(np.median(per_user))
-    mix = np.bincount(events["behavior"].to_numpy(np.int64), minlength=len(BEHAVIORS))[: len(BEHAVIORS)]
-    fitted: dict[str, Any] = {
-        "events_median": round(median, 3),
-        "events_mean": round(max(float(per_user.mean()), median), 3),
-        "behavior_mix": tuple(round(float(x), 6) for x in mix / mix.sum()),
-    }
-    users = pd.unique(events["user_id"].to_numpy())
-    if len(users) > CALIBRATION_MAX_USERS:
-        keep = np.random.default_rng(0).choice(users, CALIBRATION_MAX_USERS, replace=False)
-        events = events[events["user_id"].isin(keep)]
-        users = keep
-    real = profile_log(events, session_gap=cfg.session_gap)
-    targets = [(t, _lookup(real, t.statistic)) for t in CALIBRATION_TARGETS]
-    targets = [(t, value) for t, value in targets if value is not None]
-    knobs = {t.field: float(getattr(cfg, t.field)) for t, _ in targets}
-    sim_cfg = dataclasses.replace(cfg, **fitted, users=len(users))
-    replicates = min(CALIBRATION_MAX_REPLICATES, max(1, -(-CALIBRATION_USERS // len(users))))
-    for _ in range(CALIBRATION_ROUNDS):
-        sim_cfg = dataclasses.replace(sim_cfg, **knobs)
-        profiles = [
-            profile_log(generate(sim_cfg, seed, progress=False).to_pandas(), cfg.session_gap)
-            for seed in range(replicates)
-        ]
-        for target, wanted in targets:
-            seen = [v for v in (_lookup(p, target.statistic) for p in profiles) if v is not None]
-            if not seen:
-                continue
-            got = float(np.mean(seen))
-            value = knobs[target.field]
-            if target.update == "ratio":  # floors keep a knob at 0 (or a statistic at 0) from sticking
-                value = max(value, 0.01) * wanted / max(got, 1e-3)
-            else:
-                value = value + target.gain * (wanted - got)
-            knobs[target.field] = min(target.high, max(target.low, value))
-    for field, value in knobs.items():
-        fitted[field] = round(value, 4)
-    return fitted
