@@ -48,6 +48,7 @@ class Impressions:
     list_pscore: np.ndarray  # [n] P(the logged list | state) under the logging policy (the row's list)
     list_target: np.ndarray  # [n] P(the logged list | state) under the candidate
     unsupported: np.ndarray  # [n] the candidate's mass at this slot on items the logger could not show there
+    version: np.ndarray  # [n] str: the model version that served the row's list
     exploration: list[str]
     n_lists: int
     n_lists_skipped: int
@@ -192,8 +193,9 @@ def build_impressions(
     return Impressions(
         exposure=exposure, user_id=shown["user_id"].to_numpy(dtype=np.int64), slot=slot, item_id=item,
         pscore=shown["pscore"].to_numpy(), click=shown["click"].to_numpy(), conversion=shown["conversion"].to_numpy(),
-        target_prob=target, list_pscore=list_pscore, list_target=list_target, unsupported=unsupported, exploration=sorted(set(settings)), n_lists=len(lists),
-        n_lists_skipped=skipped,
+        target_prob=target, list_pscore=list_pscore, list_target=list_target, unsupported=unsupported,
+        version=lists["model_version"].astype(str).to_numpy()[exposure], exploration=sorted(set(settings)),
+        n_lists=len(lists), n_lists_skipped=skipped,
     )
 
 
@@ -223,7 +225,22 @@ def estimate(imp: Impressions, reward: str, n_boot: int = 1000, seed: int = 42, 
     cfg = BootstrapConfig(n_boot=n_boot, seed=seed)
     estimates = estimate_all(log, cfg)
     lift = paired_difference(log, cfg, candidate="dr", baseline="observed")
-    return {"estimates": {k: v.to_dict() for k, v in estimates.items()}, "dr_minus_observed": lift.to_dict()}
+    return {"estimates": {k: v.to_dict() for k, v in estimates.items()}, "dr_minus_observed": lift.to_dict(),
+            "observed_by_version": observed_by_version(imp, r, cfg)}
+
+
+def observed_by_version(imp: Impressions, reward: np.ndarray, cfg: Any) -> dict[str, dict[str, Any]]:
+    """The logged (on-policy) value of each serving version's own lists, with its user-level CI: what a
+    version's impressions earned, apart from the lists other versions served into the same log."""
+    from drlrec.ope import ImpressionLog, estimate_all
+
+    out = {}
+    for version in sorted(set(imp.version.tolist())):
+        rows = imp.version == version
+        ones = np.ones(int(rows.sum()))
+        log = ImpressionLog(group=imp.user_id[rows], slot=imp.slot[rows], reward=reward[rows], pscore=ones, target_prob=ones)
+        out[version] = estimate_all(log, cfg)["observed"].to_dict()
+    return out
 
 
 def list_rewards(imp: Impressions, reward: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -327,15 +344,23 @@ def estimate_policy(params: Any, candidate: Any, label: str, logs: str | None = 
     }
 
 
-def ope_gate(result: dict[str, Any], reward: str, margin: float) -> tuple[bool, str, dict[str, float]]:
-    """register.ope_gate's rule: pass when DR's lower CI bound is not below the logging (champion's)
-    observed value minus `margin`. Returns (passed, reason, figures for the version's tags)."""
+def ope_gate(result: dict[str, Any], reward: str, margin: float,
+             champion_version: str | None = None) -> tuple[bool, str, dict[str, float]]:
+    """register.ope_gate's rule: pass when DR's lower CI bound is not below the champion's observed value
+    minus `margin`. The champion's observed value is that of the lists its version served
+    (`observed_by_version`); without a champion version, or when the log holds no list of it, the value
+    of every logged list. Returns (passed, reason, figures for the version's tags)."""
     estimates = result[reward]["estimates"]
     dr, observed = estimates["dr"], estimates["observed"]
+    by_version = result[reward].get("observed_by_version") or {}
+    whose = "logged"
+    if champion_version is not None and str(champion_version) in by_version:
+        observed = by_version[str(champion_version)]
+        whose = f"champion v{champion_version}'s lists"
     figures = {"ope_dr": dr["value"], "ope_dr_ci_low": dr["ci_low"], "ope_observed": observed["value"],
                "ope_impressions": float(result["n_impressions"]), "ope_unsupported_mass": result["unsupported_mass"]}
     floor = observed["value"] - margin
     if dr["ci_low"] < floor:
-        return False, (f"OPE gate: DR {reward} lower bound {dr['ci_low']:.4f} < logged {observed['value']:.4f} "
+        return False, (f"OPE gate: DR {reward} lower bound {dr['ci_low']:.4f} < {whose} {observed['value']:.4f} "
                        f"- margin {margin:g}"), figures
-    return True, f"OPE gate: DR {reward} lower bound {dr['ci_low']:.4f} >= logged {observed['value']:.4f} - margin {margin:g}", figures
+    return True, f"OPE gate: DR {reward} lower bound {dr['ci_low']:.4f} >= {whose} {observed['value']:.4f} - margin {margin:g}", figures

@@ -261,3 +261,35 @@ def test_paired_difference_rejects_unknown_or_unavailable_estimators() -> None:
     with pytest.raises(InputError, match="needs q_logged and q_target"):
         paired_difference(HAND_LOG._replace(q_logged=None, q_target=None))
     assert isinstance(estimate_all(HAND_LOG, BootstrapConfig(n_boot=5))["dr"], Estimate)
+
+
+def test_the_gate_compares_with_the_champions_own_lists_not_every_logged_list() -> None:
+    """A log holding lists of two versions (v1 clicked 20% of the time, v2 80%), the candidate the logging
+    policy itself (DR about 0.5): each version's observed value is exactly its own CTR, and the gate
+    passes against champion v1, blocks against champion v2, and without a version compares with all
+    lists (0.5)."""
+    from drlrec.ope_logs import Impressions, estimate, ope_gate
+
+    n = 400
+    version = np.array(["1"] * 200 + ["2"] * 200)
+    click = np.zeros(n)
+    click[:40] = 1  # v1: 40 of 200
+    click[200:360] = 1  # v2: 160 of 200
+    ones = np.ones(n)
+    imp = Impressions(
+        exposure=np.arange(n), user_id=np.arange(n) % 100, slot=np.zeros(n, dtype=np.int64), item_id=np.arange(n),
+        pscore=ones * 0.5, click=click, conversion=np.zeros(n), target_prob=ones * 0.5, list_pscore=ones * 0.5,
+        list_target=ones * 0.5, unsupported=np.zeros(n), version=version, exploration=["epsilon:0.5:m20"], n_lists=n,
+        n_lists_skipped=0,
+    )
+    result = {"click": estimate(imp, "click", n_boot=300, seed=3), "n_impressions": n, "unsupported_mass": 0.0}
+    by_version = result["click"]["observed_by_version"]
+    assert by_version["1"]["value"] == pytest.approx(0.2) and by_version["2"]["value"] == pytest.approx(0.8)
+    dr = result["click"]["estimates"]["dr"]
+    assert dr["value"] == pytest.approx(0.5) and 0.2 < dr["ci_low"] < 0.5
+    passed, reason, figures = ope_gate(result, "click", 0.0, champion_version="1")
+    assert passed and figures["ope_observed"] == pytest.approx(0.2) and "champion v1's lists" in reason
+    blocked, reason, figures = ope_gate(result, "click", 0.0, champion_version="2")
+    assert not blocked and figures["ope_observed"] == pytest.approx(0.8)
+    overall, _, figures = ope_gate(result, "click", 0.0)
+    assert not overall and figures["ope_observed"] == pytest.approx(0.5)

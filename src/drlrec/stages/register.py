@@ -61,8 +61,9 @@ def _ope_check(params: Params, bundle_dir: Path, tracking_uri: str | None):
     """register.ope_gate: the challenger (the bundle) estimated from the service's logs (drlrec.ope_logs)."""
     from drlrec.bundle import load_bundle
     from drlrec.ope_logs import estimate_policy, ope_gate
-    from drlrec.registry import load_model
+    from drlrec.registry import alias_version, load_model
 
     result = estimate_policy(params, load_bundle(bundle_dir), "challenger",
                              logger_loader=lambda ref: load_model(ref, tracking_uri=tracking_uri, name=params.register.model_name))
-    return ope_gate(result, params.register.ope_reward, params.register.ope_margin)
+    return ope_gate(result, params.register.ope_reward, params.register.ope_margin,
+                    champion_version=alias_version("champion", tracking_uri, name=params.register.model_name))
