@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     model = DQNLSTM.load(model_path)
     simulator = UserSimulator.load(sim_path)
-    env = simulated_env(params.paths.features, simulator, params.env, params.featurize)
+    env = simulated_env(params.paths.features, params.paths.events, simulator, params.env, params.featurize)
     k = params.env.k
     if args.top_m < 2 * k:
         print(f"ope_check: error: --top-m {args.top_m} must be at least 2 k = {2 * k} (the far challenger)", file=sys.stderr)

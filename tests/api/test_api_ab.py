@@ -35,7 +35,7 @@ def test_simulated_ab_test_finds_the_better_variant(tmp_path, source, capsys):
     )
     params_path = write_params_yaml(params, tmp_path / "params.yaml")
     bundle = source.load("champion")
-    env = simulated_env(ARTIFACTS / "features", UserSimulator.load(sim_path), EnvConfig(k=10, max_steps=5))
+    env = simulated_env(ARTIFACTS / "features", ARTIFACTS / "events.parquet", UserSimulator.load(sim_path), EnvConfig(k=10, max_steps=5))
     rng = np.random.default_rng(7)
     users = np.arange(50_000_000, 50_000_120)
     session = env.start_batch(len(users), rng)

@@ -10,8 +10,8 @@ import pytest
 
 from drlrec.config import load_params
 from drlrec.data.ingest import ingest_file, read_events
+from drlrec.features.states import Histories, profiles_of_histories
 from drlrec.features.featurize import REPORT_FILE, TrainGlobals
-from drlrec.features.profile import profile_of_history
 from drlrec.features.split import SPLITS
 from drlrec.features.transitions import load_split
 from drlrec.stages import featurize_stage
@@ -58,9 +58,9 @@ def test_real_profiles_equal_the_online_profile(head_features) -> None:
         first = np.searchsorted(user, uid)
         for i in np.flatnonzero(test.user_id == uid):
             g = test_rows[i]
-            online = profile_of_history(
-                *(c[first:g] for c in columns), now=columns[3][g], cfg=load_params().featurize
-            )
+            n = g - first
+            history = Histories.from_lengths([n], np.zeros(n), np.zeros(n), *(c[first:g] for c in columns[1:]))
+            online = profiles_of_histories(history, load_params().featurize, now=columns[3][g])[0]
             np.testing.assert_allclose(online, test.profile[i], rtol=1e-6, atol=1e-7)
 
 

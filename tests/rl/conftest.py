@@ -10,6 +10,7 @@ import pytest
 
 from drlrec.config import FeaturizeConfig, SimulatorConfig, SynthConfig
 from drlrec.features.featurize import TrainGlobals, build_transitions, featurize
+from drlrec.features.histories import EventHistories
 from drlrec.features.transitions import save_split, split_path
 from drlrec.models.base import TrainingData
 
@@ -18,6 +19,8 @@ class Featurized(NamedTuple):
     features_dir: Path
     data: TrainingData
     globals: TrainGlobals
+    histories: EventHistories  # every user's events, for the simulated sessions
+    events_path: Path  # the same events as events.parquet
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +35,11 @@ def featurized(tmp_path_factory: pytest.TempPathFactory) -> Featurized:
     result.globals.save(out)
     for split in ("train", "valid"):
         save_split(split_path(out, split), build_transitions(result, split))
-    return Featurized(out, TrainingData.load(out), TrainGlobals.load(out))
+    events.to_parquet(out / "events.parquet", index=False)
+    histories = EventHistories.from_columns(
+        {c: events[c].to_numpy() for c in events.columns}, result.globals.item_vocab, result.globals.category_vocab
+    )
+    return Featurized(out, TrainingData.load(out), TrainGlobals.load(out), histories, out / "events.parquet")
 
 
 @pytest.fixture(scope="session")

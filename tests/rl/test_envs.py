@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from drlrec.config import EnvConfig, FeaturizeConfig
+from drlrec.config import EnvConfig
 from drlrec.errors import ConfigError, InputError
-from drlrec.features.profile import PROFILE_FEATURES
-from drlrec.models.base import StateBatch
+from drlrec.models.base import FIRST_REAL_ITEM, StateBatch
 from drlrec.rl.envs import (
     SESSION_METRICS,
     LogReplayEnv,
     SessionOutcomes,
     SimulatedEnv,
-    advance_states,
     intra_list_diversity,
     obs_to_state_batch,
     paired_session_difference,
@@ -63,7 +61,7 @@ def test_check_env_passes_for_both_environments(featurized, simulator) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unbounded float Boxes and the missing spec are only warnings
         check_env(_replay(featurized))
-        check_env(SimulatedEnv(simulator, featurized.data.valid))
+        check_env(SimulatedEnv(simulator, featurized.data.valid, histories=featurized.histories))
 
 
 def test_observations_stack_back_into_the_state_batch(featurized) -> None:
@@ -159,13 +157,13 @@ def _trajectory(env: SimulatedEnv, seed: int, steps: int = 15) -> list:
 
 
 def test_simulated_env_is_deterministic_given_the_seed(featurized, simulator) -> None:
-    env = SimulatedEnv(simulator, featurized.data.valid, dataclasses.replace(EnvConfig(), max_steps=50))
+    env = SimulatedEnv(simulator, featurized.data.valid, dataclasses.replace(EnvConfig(), max_steps=50), histories=featurized.histories)
     assert _trajectory(env, 11) == _trajectory(env, 11)
     assert any(_trajectory(env, 11) != _trajectory(env, seed) for seed in range(12, 16))
 
 
 def test_simulated_sessions_terminate_when_the_user_leaves(featurized, simulator) -> None:
-    env = SimulatedEnv(simulator, featurized.data.valid, dataclasses.replace(EnvConfig(), max_steps=1000))
+    env = SimulatedEnv(simulator, featurized.data.valid, dataclasses.replace(EnvConfig(), max_steps=1000), histories=featurized.histories)
     session = env.start_batch(400, np.random.default_rng(0))
     policy = _recent_items_policy()
     rng = np.random.default_rng(1)
@@ -180,7 +178,7 @@ def test_simulated_sessions_terminate_when_the_user_leaves(featurized, simulator
 
 
 def test_a_clicked_item_enters_the_state(featurized, simulator) -> None:
-    env = SimulatedEnv(simulator, featurized.data.valid)
+    env = SimulatedEnv(simulator, featurized.data.valid, histories=featurized.histories)
     session = env.start_batch(500, np.random.default_rng(0))
     before = env.batch_states(session)
     out = env.step_batch(session, _recent_items_policy()(before), np.random.default_rng(2))
@@ -194,35 +192,44 @@ def test_a_clicked_item_enters_the_state(featurized, simulator) -> None:
     np.testing.assert_array_equal(after.profile[~clicked], before.profile[~clicked])
 
 
-def test_advance_states_reproduces_the_logged_next_state(featurized) -> None:
-    """Appending the logged action to a logged state gives the logged next state: sequences exactly, the
-    step encoding except the time gap, the count-based profile features exactly."""
+def test_a_simulated_session_builds_the_logged_states_when_the_user_acts_as_logged(featurized, simulator) -> None:
+    """Start simulated sessions at logged events and feed them the logged next events at their logged
+    times: the env's states (built from the sessions' histories) are the logged states, exactly, at the
+    start and after each of three events, across long and short histories."""
     t = featurized.data.valid
-    index = np.flatnonzero(~t.done)
-    states = state_batch(t, index)
-    item, category = t.action_item[index], t.action_category[index]
-    behavior = t.action_behavior[index]
-    advanced = advance_states(
-        states, item, category, behavior, featurized.globals.stats, FeaturizeConfig(), step_seconds=60.0
-    )
-    logged = next_state_batch(t, index)
-    np.testing.assert_array_equal(advanced.item_seq, logged.item_seq)
-    np.testing.assert_array_equal(advanced.category_seq, logged.category_seq)
-    np.testing.assert_array_equal(advanced.behavior_seq, logged.behavior_seq)
-    new_step, logged_step = advanced.step_features[:, -1], logged.step_features[:, -1]
-    same_columns = [c for c in range(20) if c != 10]  # 10 = log time gap: the simulation uses step_seconds
-    np.testing.assert_allclose(new_step[:, same_columns], logged_step[:, same_columns], atol=1e-5)
-    exact = [
-        PROFILE_FEATURES.index(n)
-        for n in ("buy_rate", "cart_rate", "fav_rate", "view_rate", "has_purchases", "purchase_density")
-    ]
-    np.testing.assert_allclose(advanced.profile[:, exact], logged.profile[:, exact], atol=1e-5)
-    # the state holds the whole history while it is shorter than seq_len: diversity and top share exact
-    short = t.state_rows(index)[:, 1] == 0
-    assert short.any()
-    for name in ("category_diversity", "top_category_ratio"):
-        col = PROFILE_FEATURES.index(name)
-        np.testing.assert_allclose(advanced.profile[short, col], logged.profile[short, col], atol=1e-5)
+    env = SimulatedEnv(simulator, t, histories=featurized.histories)
+    # sessions with at least three more logged events in the split, all of catalogue items (a simulated
+    # user acts only on items the model can recommend, and the env reads an item's category off the catalogue)
+    more = ~t.done[:-3] & ~t.done[1:-2] & ~t.done[2:-1]
+    known = np.ones(len(more), bool)
+    for step in range(3):
+        item, _, category = t.actions_at(np.arange(len(more)) + step)
+        known &= (item >= FIRST_REAL_ITEM) & (env.item_category[item] == category)
+    index = np.flatnonzero(more & known)[::3]
+    assert len(index) > 50 and (t.state_rows(index)[:, 0] == 0).any() and (t.state_rows(index)[:, 0] > 0).any()
+    session = env.start_batch(len(index), np.random.default_rng(0), index=index)
+    for step in range(4):
+        logged = state_batch(t, index + step)
+        for field, mine, theirs in zip(logged._fields, env.batch_states(session), logged, strict=True):
+            np.testing.assert_array_equal(mine, theirs, err_msg=f"{field} after {step} logged events")
+        item, behavior, _ = t.actions_at(index + step)
+        env.advance(session, item, behavior, t.timestamp[index + step], now=t.timestamp[index + step + 1])
+
+
+def test_simulated_sessions_start_from_the_events_the_features_came_from(featurized, simulator) -> None:
+    """Histories that do not hold the logged event (another events file) are refused in one line."""
+    import pandas as pd
+
+    from drlrec.errors import InputError
+    from drlrec.features.histories import EventHistories
+
+    frame = pd.read_parquet(featurized.events_path)
+    frame["timestamp"] = frame["timestamp"] + 1  # every event one second later: no logged event is found
+    shifted = EventHistories.from_columns({c: frame[c].to_numpy() for c in frame.columns},
+                                          featurized.globals.item_vocab, featurized.globals.category_vocab)
+    env = SimulatedEnv(simulator, featurized.data.valid, histories=shifted)
+    with pytest.raises(InputError, match="not the one the features were built from"):
+        env.start_batch(5, np.random.default_rng(0))
 
 
 # ---------------------------------------------------------------------------------------- simulate_policy
@@ -230,7 +237,7 @@ def test_advance_states_reproduces_the_logged_next_state(featurized) -> None:
 
 def test_simulate_policy_is_seeded_and_ranks_policies_sensibly(featurized, simulator) -> None:
     n_items = featurized.data.n_items
-    simulated = SimulatedEnv(simulator, featurized.data.valid)
+    simulated = SimulatedEnv(simulator, featurized.data.valid, histories=featurized.histories)
     replay = _replay(featurized)
     for env in (simulated, replay):
         recent = simulate_policy(env, _recent_items_policy(), sessions=300, seed=0, batch_size=128)
@@ -266,7 +273,7 @@ def test_simulate_policy_is_seeded_and_ranks_policies_sensibly(featurized, simul
 
 
 def test_simulate_policy_coverage_and_diversity_by_hand(featurized, simulator) -> None:
-    env = SimulatedEnv(simulator, featurized.data.valid)
+    env = SimulatedEnv(simulator, featurized.data.valid, histories=featurized.histories)
     items = np.array([2, 3, 4, 5])
     result = simulate_policy(env, lambda s: np.tile(items, (s.batch_size, 1)), sessions=50, seed=0)
     assert result.coverage == pytest.approx(4 / (featurized.data.n_items - 2))
@@ -364,7 +371,7 @@ def test_paired_session_difference_pairs_the_resampled_sessions() -> None:
 
 def test_identical_policies_on_the_same_seeded_sessions_differ_by_zero(featurized, simulator) -> None:
     """Two instances of one policy see the same users with the same luck: the paired difference is 0."""
-    env = SimulatedEnv(simulator, featurized.data.valid, dataclasses.replace(EnvConfig(), max_steps=5))
+    env = SimulatedEnv(simulator, featurized.data.valid, dataclasses.replace(EnvConfig(), max_steps=5), histories=featurized.histories)
     first = simulate_policy(env, _recent_items_policy(), sessions=200, seed=0, batch_size=64)
     second = simulate_policy(env, _recent_items_policy(), sessions=200, seed=0, batch_size=64)
     diff = paired_session_difference(first.outcomes, second.outcomes, n_boot=500, seed=0)
@@ -414,8 +421,8 @@ def test_preferred_category_is_the_mode_ties_to_the_most_recent() -> None:
 
 def test_bad_env_inputs_are_clear_errors(featurized, simulator) -> None:
     with pytest.raises(ConfigError, match="env.k"):
-        SimulatedEnv(simulator, featurized.data.valid, dataclasses.replace(EnvConfig(), k=0))
-    env = SimulatedEnv(simulator, featurized.data.valid)
+        SimulatedEnv(simulator, featurized.data.valid, dataclasses.replace(EnvConfig(), k=0), histories=featurized.histories)
+    env = SimulatedEnv(simulator, featurized.data.valid, histories=featurized.histories)
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.arange(2, 12))
     env.reset(seed=0)

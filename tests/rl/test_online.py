@@ -37,7 +37,7 @@ ONLINE = dataclasses.replace(
 
 
 def _env(featurized, simulator) -> SimulatedEnv:
-    return SimulatedEnv(simulator, featurized.data.train, dataclasses.replace(EnvConfig(), max_steps=20))
+    return SimulatedEnv(simulator, featurized.data.train, dataclasses.replace(EnvConfig(), max_steps=20), histories=featurized.histories)
 
 
 def test_online_training_raises_the_greedy_episode_return(featurized, simulator) -> None:

@@ -27,6 +27,10 @@ def _params(tmp_path: Path, model: Path, *extra: str):
 
 
 def _simulate(params, featurized, tmp_path: Path, **kwargs):
+    import dataclasses
+
+    # the sessions start from the fixture's own events (the ones its features were built from)
+    params = dataclasses.replace(params, paths=dataclasses.replace(params.paths, events=str(featurized.events_path)))
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:

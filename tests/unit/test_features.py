@@ -22,10 +22,11 @@ from drlrec.features.featurize import (
     featurize,
     featurize_report,
 )
-from drlrec.features.profile import PROFILE_FEATURES, profile_of_history, user_profiles
+from drlrec.features.profile import PROFILE_FEATURES, user_profiles
 from drlrec.features.sessions import sessionize
 from drlrec.features.split import SPLITS, TEST, TRAIN, VALID, assign_split, split_boundaries
-from drlrec.features.steps import STEP_FEATURES, step_features_of_history
+from drlrec.features.states import Histories, build_states
+from drlrec.features.steps import STEP_FEATURES
 from drlrec.features.transitions import (
     STORED_FIELDS,
     Transitions,
@@ -165,9 +166,17 @@ def test_sessions_split_at_gaps_longer_than_session_gap() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- profile
+def profile_of_history(items, categories, behaviors, timestamps, now, cfg=None) -> np.ndarray:
+    """One user's profile after `behaviors` etc., at `now`, from the one state builder's profile part."""
+    from drlrec.features.states import Histories, profiles_of_histories
+
+    n = len(behaviors)
+    history = Histories.from_lengths([n], np.zeros(n), np.zeros(n), categories, behaviors, timestamps)
+    return profiles_of_histories(history, cfg or FeaturizeConfig(), now)[0]
 
 
-def test_profile_of_history_equals_vectorized_profile_at_every_step(events) -> None:
+
+def test_profile_of_a_history_equals_vectorized_profile_at_every_step(events) -> None:
     user = events["user_id"].to_numpy()
     columns = [events[c].to_numpy() for c in ("item_id", "category_id", "behavior", "timestamp")]
     vectorized = user_profiles(user, columns[1], columns[2], columns[3], CFG)
@@ -202,20 +211,17 @@ def test_profile_values_on_a_hand_made_history() -> None:
     assert not profile_of_history([], [], [], [], now=0).any()
 
 
-def test_step_features_of_history_equal_stored_step_features(result, events) -> None:
+def test_built_step_features_of_a_history_equal_stored_step_features(result, events) -> None:
     train = build_transitions(result, "train")
     ev = result.events
     uid = ev.user_id[ev.split == TRAIN][0]
     rows = np.flatnonzero((ev.user_id == uid) & (ev.split == TRAIN))
-    online = step_features_of_history(
-        ev.item_idx[rows],
-        ev.category_idx[rows],
-        ev.category_id[rows],
-        ev.behavior[rows],
+    history = Histories.from_lengths(
+        [len(rows)], ev.item_idx[rows], ev.category_idx[rows], ev.category_id[rows], ev.behavior[rows],
         ev.timestamp[rows],
-        result.globals.stats,
-        CFG,
     )
+    # a window as long as the history shows the step encoding of every event
+    online = build_states(history, result.globals.stats, CFG, seq_len=len(rows)).step_features[0]
     stored = train.step_features[train.row[train.user_id == uid]]
     np.testing.assert_allclose(online, stored, rtol=1e-6)
     assert stored.shape[1] == len(STEP_FEATURES) == 20
@@ -315,14 +321,17 @@ def test_terminal_profile_is_profile_after_the_action(result, events) -> None:
 
 
 def test_training_evaluation_envs_and_serving_build_the_same_state(result, events) -> None:
-    """One history, four builders: training's gather_batch, evaluation's state_batch, the log-replay env and
-    the service's state_of_history (from raw ids, given the whole history and the event's time as now)."""
+    """One set of histories through every path, states equal bit for bit: featurize's stored states as
+    training (gather_batch) and evaluation (state_batch) read them, the log-replay env, the simulated env
+    (its sessions' histories from the events, through the one builder), the service (raw ids, whole
+    history, the event's time as now) and the builder itself on the same histories, batched."""
     import types
 
     from drlrec.config import EnvConfig
-    from drlrec.rl.envs import LogReplayEnv, SessionBatch
+    from drlrec.features.histories import EventHistories
+    from drlrec.rl.envs import LogReplayEnv, SessionBatch, SimulatedEnv
     from drlrec.rl.logged import state_batch
-    from drlrec.serving.recommender import state_of_history
+    from drlrec.serving.recommender import state_of_history, states_of_histories
     from drlrec.serving.state import History
 
     t = build_transitions(result, "test")
@@ -336,6 +345,13 @@ def test_training_evaluation_envs_and_serving_build_the_same_state(result, event
     n_items = result.globals.item_vocab.size
     env = LogReplayEnv(t, n_items, result.globals.category_vocab.size, np.ones(n_items),
                        np.zeros(n_items, np.int32), EnvConfig())
+    simulator = types.SimpleNamespace(  # what the simulated env reads off its simulator to build states
+        stats=result.globals.stats, item_category=np.zeros(n_items, np.int32), n_items=n_items,
+        n_categories=result.globals.category_vocab.size,
+    )
+    histories = EventHistories.from_columns({c: events[c].to_numpy() for c in events.columns},
+                                            result.globals.item_vocab, result.globals.category_vocab)
+    simulated = SimulatedEnv(simulator, t, histories=histories)
     # users with short and long histories: padded and full windows both
     index = np.unique(np.r_[np.flatnonzero(t.state_rows()[:, 0] == 0)[:3], np.arange(0, t.num_transitions, 11)])
     assert (t.state_rows(index)[:, 0] == 0).any() and (t.state_rows(index)[:, 0] > 0).any()
@@ -343,21 +359,25 @@ def test_training_evaluation_envs_and_serving_build_the_same_state(result, event
     training = gather_batch(t, index)
     replay = env.batch_states(SessionBatch(index.copy(), np.zeros(len(index), np.int64), np.zeros(len(index), bool),
                                            np.zeros(len(index), bool)))
-    for j, i in enumerate(index):
+    sessions = simulated.batch_states(simulated.start_batch(len(index), np.random.default_rng(0), index=index))
+    served_histories, now = [], []
+    for i in index:
         g = actions[i]
         first = np.searchsorted(user, user[g])
-        history = History(*(raw[c][first:g].astype(np.int64) for c in raw), total=int(g - first))
-        served = state_of_history(history, bundle, now=int(raw["timestamp"][g]))
-        built = {
-            "training": (training.item_seq, training.category_seq, training.behavior_seq, training.step_seq,
-                         training.profile),
-            "log replay env": tuple(replay),
-            "serving": tuple(served),
-        }
-        for name, fields in built.items():
-            for field, mine, theirs in zip(evaluation._fields, fields, evaluation, strict=True):
-                row = mine[0] if name == "serving" else mine[j]
-                np.testing.assert_allclose(row, theirs[j], rtol=1e-5, atol=1e-6, err_msg=f"{name} {field} {i}")
+        served_histories.append(History(*(raw[c][first:g].astype(np.int64) for c in raw), total=int(g - first)))
+        now.append(int(raw["timestamp"][g]))
+    one_by_one = [state_of_history(h, bundle, now=n) for h, n in zip(served_histories, now, strict=True)]
+    built = {
+        "training": (training.item_seq, training.category_seq, training.behavior_seq, training.step_seq,
+                     training.profile),
+        "log replay env": tuple(replay),
+        "simulated env": tuple(sessions),
+        "serving, one request at a time": tuple(np.concatenate(parts) for parts in zip(*one_by_one, strict=True)),
+        "serving, batched": tuple(states_of_histories(served_histories, bundle, now=np.array(now))),
+    }
+    for name, fields in built.items():
+        for field, mine, theirs in zip(evaluation._fields, fields, evaluation, strict=True):
+            np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs), err_msg=f"{name}: {field}")
 
 
 def test_rewards_and_gather_batch(result) -> None:

@@ -1,4 +1,5 @@
-"""The paper's 10-d user profile as of each step: vectorized over a whole events table, and for one history online.
+"""The paper's 10-d user profile as of each step, vectorized over a (user, time)-sorted events table (a
+batch of histories goes through the same code: features.states).
 
 The profile of a step is computed from the user's events strictly before it (earlier rows of the same user in
 the (user, time)-sorted table), never from the step itself or later, so it is safe as a state feature. With
@@ -15,8 +16,8 @@ p = number of past events (all features are 0 when p == 0):
     top_category_ratio   past events in the user's most frequent category so far / p
     account_age          days since the user's first event / age_scale_days
 
-"Days since the first event" are measured at the step's own timestamp (`now`). Categories are raw ids (any
-id one-to-one with them works); items are accepted for a uniform history signature but not used.
+"Days since the first event" are measured at the step's own timestamp (or at a given decision time: see
+`profiles_at`). Categories are raw ids (any id one-to-one with them works).
 """
 
 from __future__ import annotations
@@ -45,46 +46,6 @@ PROFILE_FEATURES: tuple[str, ...] = (
 PROFILE_DIM = len(PROFILE_FEATURES)
 _SECONDS_PER_DAY = 86400.0
 _COL = {name: i for i, name in enumerate(PROFILE_FEATURES)}
-
-
-def profile_of_history(
-    items: np.ndarray,
-    categories: np.ndarray,
-    behaviors: np.ndarray,
-    timestamps: np.ndarray,
-    now: int,
-    cfg: FeaturizeConfig | None = None,
-) -> np.ndarray:
-    """The 10-d profile of ONE user at time `now`, from that user's past events (oldest first).
-
-    Pass only the events before the step (the online caller's whole history so far); the result equals
-    the vectorized `user_profiles` row of the next event. Returns [10] float32 in PROFILE_FEATURES order.
-    """
-    cfg = cfg or FeaturizeConfig()
-    del items  # part of the history signature; the profile does not depend on item identity
-    behaviors = np.asarray(behaviors, dtype=np.int64)  # [p]
-    categories = np.asarray(categories)  # [p]
-    timestamps = np.asarray(timestamps, dtype=np.int64)  # [p]
-    profile = np.zeros(PROFILE_DIM, dtype=np.float32)
-    p = len(behaviors)
-    if p == 0:
-        return profile
-    counts = np.bincount(behaviors, minlength=4)
-    _, per_category = np.unique(categories, return_counts=True)
-    days = float(int(now) - int(timestamps.min())) / _SECONDS_PER_DAY
-    profile[_COL["purchase_density"]] = (
-        np.count_nonzero(behaviors[-cfg.density_window :] == BUY) / cfg.density_window
-    )
-    profile[_COL["buy_rate"]] = counts[BUY] / p
-    profile[_COL["cart_rate"]] = counts[CART] / p
-    profile[_COL["fav_rate"]] = counts[FAV] / p
-    profile[_COL["view_rate"]] = counts[PV] / p
-    profile[_COL["category_diversity"]] = len(per_category) / p
-    profile[_COL["actions_per_day"]] = np.log1p(p / max(days, cfg.activity_floor_days))
-    profile[_COL["has_purchases"]] = float(counts[BUY] > 0)
-    profile[_COL["top_category_ratio"]] = per_category.max() / p
-    profile[_COL["account_age"]] = days / cfg.age_scale_days
-    return profile
 
 
 def category_running_counts(index: UserIndex, category_id: np.ndarray) -> np.ndarray:
@@ -139,18 +100,21 @@ def profiles_at(
     timestamp: np.ndarray,
     cfg: FeaturizeConfig,
     rows: np.ndarray | None = None,
-    include_event: bool = False,
+    include_event: bool | np.ndarray = False,
+    at: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Profiles at `rows` (default: every event), at each row's timestamp: one gather of the running
-    counts at the last history row. By default the history is the user's events strictly before the row
-    (the state feature); with `include_event` it also holds the row's own event (the profile after the
-    action, for the next state at the end of an episode). Returns [len(rows), 10] float32."""
+    """Profiles at `rows` (default: every event), at each row's timestamp (or at the times `at` [len(rows)]):
+    one gather of the running counts at the last history row. By default the history is the user's events
+    strictly before the row (the state feature); with `include_event` (one flag, or one per row) it also
+    holds the row's own event (the
+    profile after the action: the next state at the end of an episode, or a state built from a history, at
+    its decision time `at`). Returns [len(rows), 10] float32."""
     timestamp = np.asarray(timestamp, dtype=np.int64)
     n = len(timestamp)
     rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     m = len(rows)
     start = index.start[rows]  # [m]
-    history_len = index.position[rows] + (1 if include_event else 0)  # [m] p
+    history_len = index.position[rows] + np.asarray(include_event, dtype=np.int64)  # [m] p
     last = np.maximum(start + history_len - 1, 0)  # [m] last history row (meaningless where p == 0)
     has_past = history_len > 0
     p = history_len.astype(np.float64)
@@ -173,7 +137,8 @@ def profiles_at(
     profile[:, _COL["category_diversity"]] = share(running.distinct_categories)
     profile[:, _COL["top_category_ratio"]] = share(running.top_category)
 
-    days = (timestamp[rows] - timestamp[start]) / _SECONDS_PER_DAY  # [m] at the row's own timestamp
+    measured = timestamp[rows] if at is None else np.asarray(at, dtype=np.int64)
+    days = (measured - timestamp[start]) / _SECONDS_PER_DAY  # [m] at the row's own timestamp, or at `at`
     activity = np.zeros(m)
     np.log1p(p / np.maximum(days, cfg.activity_floor_days), out=activity, where=has_past)
     profile[:, _COL["actions_per_day"]] = activity

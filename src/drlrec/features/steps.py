@@ -30,8 +30,7 @@ import numpy as np
 from drlrec.atomic import atomic_path
 from drlrec.config import FeaturizeConfig
 from drlrec.errors import InputError
-from drlrec.features.profile import PROFILE_FEATURES, user_profiles
-from drlrec.features.users import user_index
+from drlrec.features.profile import PROFILE_FEATURES
 from drlrec.features.vocab import FIRST_INDEX, UNKNOWN
 from drlrec.schema import BEHAVIORS, BUY, CART, FAV, PV
 
@@ -214,30 +213,3 @@ def time_gaps(timestamp: np.ndarray, is_first: np.ndarray) -> np.ndarray:
     gap[1:] = np.minimum(np.diff(timestamp), np.iinfo(np.int32).max)
     gap[is_first] = 0
     return gap
-
-
-def step_features_of_history(
-    item_idx: np.ndarray,
-    category_idx: np.ndarray,
-    categories: np.ndarray,
-    behaviors: np.ndarray,
-    timestamps: np.ndarray,
-    stats: TrainStats,
-    cfg: FeaturizeConfig | None = None,
-) -> np.ndarray:
-    """Step encodings [p, 20] of every event of ONE user's history (oldest first, from the user's first
-    event, so positions and profiles are right): the online twin of what featurize stores per event.
-    `item_idx`/`category_idx` are vocabulary indices, `categories` the raw category ids."""
-    cfg = cfg or FeaturizeConfig()
-    user = np.zeros(len(behaviors), dtype=np.int64)
-    index = user_index(user)
-    profile = user_profiles(user, categories, behaviors, timestamps, cfg, index=index)
-    return step_features(
-        item_idx,
-        category_idx,
-        behaviors,
-        time_gaps(timestamps, index.is_first),
-        index.position,
-        profile[:, USER_CONTEXT_COLUMNS],
-        stats,
-    )

@@ -42,6 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from drlrec.errors import InputError
+from drlrec.features.states import window_rows, window_states
 
 #: Field order on disk and in Transitions.
 STORED_FIELDS: tuple[str, ...] = (
@@ -166,20 +167,6 @@ def release_pages(transitions: Transitions) -> None:
             handle.madvise(mmap.MADV_DONTNEED)
 
 
-def window_rows(
-    row: np.ndarray, start: np.ndarray, n: int, indices: np.ndarray | None, end_offset: int
-) -> np.ndarray:
-    """[B, n] int32 rows [row - n + end_offset, row + end_offset) of each transition at `indices`, oldest
-    first; rows below the transition's `start` (another user's, or none) are padding (0)."""
-    if indices is None:
-        end, floor = row.astype(np.int64) + end_offset, start
-    else:
-        indices = np.asarray(indices, dtype=np.int64)
-        end, floor = row[indices].astype(np.int64) + end_offset, start[indices]
-    window = end[:, None] - np.arange(n, 0, -1, dtype=np.int64)[None, :]  # [B, n]: n..1 rows before the end
-    return np.where(window >= floor[:, None], window, 0).astype(np.int32)
-
-
 class TransitionBatch(NamedTuple):
     """A gathered batch of B transitions, ready for the DQN update (N = seq_len)."""
 
@@ -205,23 +192,24 @@ def gather_batch(
     """Materialize the states of the transitions at `indices` ([B] ints) from the event table."""
     t = transitions
     indices = np.asarray(indices, dtype=np.int64)
-    state = t.state_rows(indices)  # [B, N]
-    next_state = t.next_state_rows(indices)  # [B, N]
+    table = (t.item_idx, t.category_idx, t.behavior_token, t.step_features)
+    state = window_states(*table, t.state_rows(indices), t.profile[indices])
+    after = window_states(*table, t.next_state_rows(indices), t.next_profile(indices))
     action_row = t.row[indices]  # [B]
     return TransitionBatch(
-        item_seq=t.item_idx[state],
-        category_seq=t.category_idx[state],
-        behavior_seq=t.behavior_token[state],
-        step_seq=t.step_features[state],
-        profile=t.profile[indices],
+        item_seq=state.item_seq,
+        category_seq=state.category_seq,
+        behavior_seq=state.behavior_seq,
+        step_seq=state.step_features,
+        profile=state.profile,
         action=t.item_idx[action_row],
         action_behavior=(t.behavior_token[action_row] - 1).astype(np.int8),
         reward=t.reward(reward)[indices],
-        next_item_seq=t.item_idx[next_state],
-        next_category_seq=t.category_idx[next_state],
-        next_behavior_seq=t.behavior_token[next_state],
-        next_step_seq=t.step_features[next_state],
-        next_profile=t.next_profile(indices),
+        next_item_seq=after.item_seq,
+        next_category_seq=after.category_seq,
+        next_behavior_seq=after.behavior_seq,
+        next_step_seq=after.step_features,
+        next_profile=after.profile,
         done=t.done[indices].astype(np.float32),
     )
 

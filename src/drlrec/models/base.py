@@ -12,27 +12,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from drlrec.features.states import StateBatch  # noqa: F401  (re-exported: the state every model scores)
+
 PAD_ITEM = 0
 UNKNOWN_ITEM = 1
 #: vocab indices below this are never recommended (padding, unknown)
 FIRST_REAL_ITEM = 2
-
-
-class StateBatch(NamedTuple):
-    """A batch of states, left-padded (index 0 = padding), the most recent interaction last."""
-
-    item_seq: np.ndarray  # [B, L] int   item vocab indices
-    category_seq: np.ndarray  # [B, L] int   category vocab indices
-    behavior_seq: np.ndarray  # [B, L] int   behaviour tokens: code + 1 (1 pv, 2 cart, 3 fav, 4 buy), 0 = padding
-    step_features: np.ndarray  # [B, L, 20] float32  per-step encoding
-    profile: np.ndarray  # [B, 10] float32  user profile as of the state
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.item_seq.shape[0])
-
-    def slice(self, start: int, stop: int) -> StateBatch:
-        return StateBatch(*(a[start:stop] for a in self))
 
 
 class TrainingData(NamedTuple):

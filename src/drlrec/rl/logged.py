@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from drlrec.features.states import window_states
 from drlrec.features.transitions import Transitions, release_pages
 from drlrec.models.base import StateBatch
 from drlrec.rl.replay import TransitionBatch
@@ -21,13 +22,7 @@ def next_state_batch(t: Transitions, index: np.ndarray) -> StateBatch:
 
 
 def _states(t: Transitions, rows: np.ndarray, profile: np.ndarray) -> StateBatch:
-    return StateBatch(
-        item_seq=t.item_idx[rows],
-        category_seq=t.category_idx[rows],
-        behavior_seq=t.behavior_token[rows],
-        step_features=t.step_features[rows],
-        profile=profile,
-    )
+    return window_states(t.item_idx, t.category_idx, t.behavior_token, t.step_features, rows, profile)
 
 
 class LoggedTransitions:

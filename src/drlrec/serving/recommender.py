@@ -1,8 +1,8 @@
 """The model wrapper of the service: raw histories in, raw item ids out.
 
 It turns a user's recent raw interactions into the StateBatch the model was trained on, with the bundle's
-own vocabularies, train statistics and featurize settings (features.steps.step_features_of_history,
-features.profile.profile_of_history), ranks with the shared `Recommender.recommend`, and maps indices back
+own vocabularies, train statistics and featurize settings (the one state builder,
+features.states.build_states), ranks with the shared `Recommender.recommend`, and maps indices back
 to raw ids. The popularity list of the bundle is the cold-start fallback.
 
 The profile and step features are computed over the kept history (serve.history_events events) at the
@@ -15,12 +15,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from drlrec.features.profile import profile_of_history
-from drlrec.features.steps import STEP_FEATURES, step_features_of_history
-from drlrec.models.base import FIRST_REAL_ITEM, StateBatch
+from drlrec.features.states import Histories, StateBatch, build_states
+from drlrec.models.base import FIRST_REAL_ITEM
 from drlrec.serving.state import History
-
-_POSITION = STEP_FEATURES.index("position")
 
 
 class Ranked(NamedTuple):
@@ -31,44 +28,38 @@ class Ranked(NamedTuple):
     score: np.ndarray  # [k] float32
 
 
-def state_of_history(history: History, bundle: Any, now: int | None = None) -> StateBatch:
-    """A StateBatch of one state from a raw history (oldest first), in the bundle's index space.
+def states_of_histories(histories: list[History], bundle: Any, now: np.ndarray | int | None = None) -> StateBatch:
+    """The StateBatch of several users' raw histories (oldest first), in the bundle's index space: the one
+    state builder (features.states.build_states) with the bundle's vocabularies, train statistics and
+    featurize settings, for all of them at once.
 
     `now`: the decision time the profile is computed at (account age, activity rate). featurize uses the
     time of the event being predicted; a live request does not know it, so the default is the time of
-    the user's last event (with the full history and now = the next event's time, the state is exactly
-    the one featurize stores for that event: tests/unit/test_features.py)."""
-    from drlrec.features.steps import POSITION_SCALE
+    each user's last event (with the full history and now = the next event's time, the state is exactly
+    the one featurize stores for that event: tests/unit/test_features.py). Positions count every event of
+    the user (History.total), not only the ones kept."""
+    lengths = np.array([len(h.item_id) for h in histories], dtype=np.int64)
 
-    seq_len = bundle.seq_len
-    cfg = bundle.featurize
-    items = np.asarray(history.item_id, dtype=np.int64)
-    categories = np.asarray(history.category_id, dtype=np.int64)
-    behaviors = np.asarray(history.behavior, dtype=np.int64)
-    timestamps = np.asarray(history.timestamp, dtype=np.int64)
-    p = len(items)
-    item_idx = bundle.item_vocab.encode(items)  # [p] int32 (unknown -> 1)
-    category_idx = bundle.category_vocab.encode(categories)
-    steps = step_features_of_history(item_idx, category_idx, categories, behaviors, timestamps, bundle.globals.stats, cfg)
-    # positions count every event of the user, not only the kept ones
-    offset = max(int(history.total) - p, 0)
-    steps[:, _POSITION] = np.minimum(
-        np.log1p(np.arange(p, dtype=np.float64) + offset) / np.log1p(POSITION_SCALE), 1.0
+    def column(field: str) -> np.ndarray:
+        parts = [np.asarray(getattr(h, field), dtype=np.int64) for h in histories]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    items, categories = column("item_id"), column("category_id")
+    batch = Histories.from_lengths(
+        lengths,
+        bundle.item_vocab.encode(items),
+        bundle.category_vocab.encode(categories),
+        categories,
+        column("behavior"),
+        column("timestamp"),
+        skipped=np.maximum(np.array([int(h.total) for h in histories], dtype=np.int64) - lengths, 0),
     )
-    if now is None:
-        now = int(timestamps[-1]) if p else 0
-    profile = profile_of_history(items, categories, behaviors, timestamps, now, cfg)
-    n = min(p, seq_len)
-    item_seq = np.zeros((1, seq_len), dtype=np.int64)
-    category_seq = np.zeros((1, seq_len), dtype=np.int64)
-    behavior_seq = np.zeros((1, seq_len), dtype=np.int64)
-    step_features = np.zeros((1, seq_len, steps.shape[1]), dtype=np.float32)
-    if n:
-        item_seq[0, -n:] = item_idx[-n:]
-        category_seq[0, -n:] = category_idx[-n:]
-        behavior_seq[0, -n:] = behaviors[-n:] + 1
-        step_features[0, -n:] = steps[-n:]
-    return StateBatch(item_seq, category_seq, behavior_seq, step_features, profile[None, :].astype(np.float32))
+    return build_states(batch, bundle.globals.stats, bundle.featurize, bundle.seq_len, now=now)
+
+
+def state_of_history(history: History, bundle: Any, now: int | None = None) -> StateBatch:
+    """The StateBatch of one raw history (see `states_of_histories`)."""
+    return states_of_histories([history], bundle, now)
 
 
 class ServingModel:
@@ -101,8 +92,7 @@ class ServingModel:
     def recommend_batch(self, requests: list[tuple[History, int, list[int]]]) -> list[Ranked]:
         """Several users at once: one forward pass, so the [n_items, d] item table is read once for all
         of them (scoring one state is bound by memory bandwidth, not arithmetic)."""
-        states = [state_of_history(history, self.bundle) for history, _, _ in requests]
-        batch = StateBatch(*(np.concatenate(parts) for parts in zip(*states, strict=True)))
+        batch = states_of_histories([history for history, _, _ in requests], self.bundle)
         exclude = []
         for _, _, exclude_raw in requests:
             idx = self.bundle.item_vocab.encode(np.asarray(exclude_raw, dtype=np.int64))

@@ -83,7 +83,7 @@ def simulate_stage(
             "simulate": {**dataclasses.asdict(cfg), "policies": ",".join(names), "sessions": sessions},
         })
         simulator, calibration = simulator_calibration(features, params.simulator, seed, out)
-        env = simulated_env(features, simulator, params.env, params.featurize)
+        env = simulated_env(features, params.paths.events, simulator, params.env, params.featurize)
         data = TrainingData.load(features)
         random_lists = np.random.default_rng(seed)
         built, notes = {}, {}

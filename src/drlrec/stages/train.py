@@ -70,7 +70,7 @@ def online_training_env(params: Params, features: str | Path):
 
     simulator = fit_simulator_from_features(features, params.simulator, params.base.seed)
     env_cfg = dataclasses.replace(params.env, max_steps=params.train.episode_max_steps, reward=params.train.reward)
-    return simulated_env(features, simulator, env_cfg, params.featurize)
+    return simulated_env(features, params.paths.events, simulator, env_cfg, params.featurize)
 
 
 def _train_stage(params: Params, features_dir: str | Path | None, out_dir: str | Path | None, ddp) -> TrainResult:

@@ -9,11 +9,8 @@ import numpy as np
 
 from drlrec.features.featurize.core import EventFeatures, FeaturizeResult
 from drlrec.features.split import SPLITS
-from drlrec.features.steps import (
-    STEP_DIM,
-    USER_CONTEXT_COLUMNS,
-    step_features,
-)
+from drlrec.features.states import encode_events
+from drlrec.features.steps import STEP_DIM
 from drlrec.features.transitions import Transitions
 from drlrec.features.users import user_index
 from drlrec.schema import BUY
@@ -61,17 +58,16 @@ def build_transitions(result: FeaturizeResult, split: str, selected: _SplitRows 
     behavior_token = np.zeros(n_rows, dtype=np.int8)
     behavior_token[1:] = ev.behavior[table] + 1
     steps = np.zeros((n_rows, STEP_DIM), dtype=np.float32)  # [E, 20]
-    context_columns = np.asarray(USER_CONTEXT_COLUMNS)[None, :]
     block_rows = 1 << 16  # the column-wise writes into a [block_rows, 20] block stay in cache
     for lo in range(0, len(table), block_rows):
         rows = table[lo : lo + block_rows]
-        step_features(
+        encode_events(
             ev.item_idx[rows],
             ev.category_idx[rows],
             ev.behavior[rows],
             ev.time_gap[rows],
             ev.users.position[rows],
-            ev.profile[rows[:, None], context_columns],  # [b, 3]
+            ev.profile[rows],  # [b, 10]
             result.globals.stats,
             out=steps[1 + lo : 1 + lo + len(rows)],
         )

@@ -13,8 +13,7 @@ with 0, most recent last), step_features ([N, 20] float32) and profile ([10] flo
 stacks observations into the StateBatch every model scores. Action: the recommended list, K item indices
 (MultiDiscrete([n_items] * K)); padding/unknown items and repeats within a list are never acted on.
 
-The package: `observations` (the observation space, observations <-> StateBatch, and the state after a
-new event), `environments` (the vectorized session core, LogReplayEnv, SimulatedEnv and their factories)
+The package: `observations` (the observation space, observations <-> StateBatch), `environments` (the vectorized session core, LogReplayEnv, SimulatedEnv and their factories)
 and `simulation` (simulate_policy, session bootstrap CIs, paired differences, tables, reference policies).
 """
 
@@ -31,11 +30,8 @@ from drlrec.rl.envs.environments import (  # noqa: F401
     simulated_env,
 )
 from drlrec.rl.envs.observations import (  # noqa: F401
-    _P,
-    _SECONDS_PER_DAY,
     OBS_KEYS,
     PolicyFn,
-    advance_states,
     obs_to_state_batch,
     observation_space,
     stack_obs,

@@ -15,9 +15,11 @@ from gymnasium import spaces
 
 from drlrec.config import EnvConfig, FeaturizeConfig
 from drlrec.errors import ConfigError, InputError
+from drlrec.features.histories import EventHistories, tie_ranks
+from drlrec.features.states import Histories, build_states
 from drlrec.features.transitions import Transitions
 from drlrec.models.base import FIRST_REAL_ITEM, StateBatch, item_category_map
-from drlrec.rl.envs.observations import advance_states, observation_space, state_to_obs
+from drlrec.rl.envs.observations import observation_space, state_to_obs
 from drlrec.rl.logged import next_state_batch, state_batch
 from drlrec.rl.rewards import RewardModel, preferred_category
 from drlrec.rl.simulator import UserSimulator
@@ -46,6 +48,8 @@ class SessionBatch:
     finished: np.ndarray  # [B] bool
     terminated: np.ndarray  # [B] bool finished by leaving / by the end of the logged sequence
     states: StateBatch | None = None  # SimulatedEnv only: the current states
+    histories: Histories | None = None  # SimulatedEnv only: each session's whole history (logged + simulated)
+    clock: np.ndarray | None = None  # SimulatedEnv only: [B] int64 decision time of each current state
 
 
 def _check_config(cfg: EnvConfig) -> None:
@@ -205,11 +209,14 @@ class LogReplayEnv(_SessionEnv):
 class SimulatedEnv(_SessionEnv):
     """A simulated user answers the lists (drlrec.rl.simulator).
 
-    A session starts from a logged state (a uniformly drawn transition of `start`, e.g. the valid split);
-    each step the user acts on at most one recommended item with one behaviour (UserSimulator.sample), the
-    state advances with that event (`advance_states`) or stays as it was when the user ignored the list,
-    and the user leaves with the simulator's leave probability (terminated) or the session is truncated
-    after `max_steps`. reset options={"index": i} starts from transition i of `start`.
+    A session starts at a logged event of `start` (a uniformly drawn transition, e.g. of the valid split),
+    with the user's whole history before it, read from the events (`histories`); its state there is the
+    logged state. Each step the user acts on at most one recommended item with one behaviour
+    (UserSimulator.sample), `env.step_seconds` after the current state's time; the event joins the history
+    and the state is built again by the one state builder (features.states.build_states), or it stays as
+    it was when the user ignored the list. The user leaves with the simulator's leave probability
+    (terminated), or the session is truncated after `max_steps`. reset options={"index": i} starts from
+    transition i of `start`.
     """
 
     def __init__(
@@ -219,17 +226,26 @@ class SimulatedEnv(_SessionEnv):
         cfg: EnvConfig | None = None,
         featurize_cfg: FeaturizeConfig | None = None,
         reward: RewardModel | None = None,
+        *,
+        histories: EventHistories,
     ) -> None:
+        """`histories`: the events of (at least) the users of `start`, from the events table featurize read
+        (EventHistories.load(paths.events, ...) with the train vocabularies)."""
         self.cfg = cfg or EnvConfig()
         _check_config(self.cfg)
         if start.num_transitions == 0:
             raise InputError("no logged states to start simulated sessions from")
         self.simulator = simulator
         self.start = start
+        self.histories = histories
+        self.start_tie = tie_ranks(start.user_id, start.timestamp)  # [T] names each start event exactly
         self.featurize_cfg = featurize_cfg or FeaturizeConfig()
         self.item_category = simulator.item_category
         self.reward_model = reward or RewardModel.from_config(self.cfg, simulator.stats.item_count)
         self._init_spaces(simulator.n_items, simulator.n_categories, start.seq_len)
+
+    def _build(self, histories: Histories, now: np.ndarray) -> StateBatch:
+        return build_states(histories, self.simulator.stats, self.featurize_cfg, self.start.seq_len, now=now)
 
     def start_batch(self, n: int, rng: np.random.Generator, index: np.ndarray | None = None) -> SessionBatch:
         """n sessions from uniformly drawn logged states, or from the transitions `index`."""
@@ -237,20 +253,47 @@ class SimulatedEnv(_SessionEnv):
         index = rng.integers(0, count, size=n) if index is None else np.asarray(index, dtype=np.int64)
         if index.min(initial=0) < 0 or index.max(initial=0) >= count:
             raise InputError(f"start index outside 0..{count - 1}")
-        states = state_batch(self.start, index)
-        states = states._replace(
-            item_seq=states.item_seq.astype(np.int64),
-            category_seq=states.category_seq.astype(np.int64),
-            behavior_seq=states.behavior_seq.astype(np.int8),
+        action, _, _ = self.start.actions_at(index)
+        now = np.asarray(self.start.timestamp[index], dtype=np.int64)
+        histories = self.histories.before(self.start.user_id[index], now, self.start_tie[index], expect_item=action)
+        return SessionBatch(
+            index.copy(), np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, bool),
+            self._build(histories, now), histories, now.copy(),
         )
-        return SessionBatch(index.copy(), np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, bool), states)
 
     def batch_states(self, session: SessionBatch) -> StateBatch:
         assert session.states is not None
         return session.states
 
+    def advance(
+        self, session: SessionBatch, item: np.ndarray, behavior: np.ndarray, timestamp: np.ndarray,
+        now: np.ndarray | None = None,
+    ) -> None:
+        """Record each session's new event (`item` [B], -1 = none: that session is unchanged) with its
+        behaviour code and time [B], and build the states of the sessions that moved, at the decision times
+        `now` [B] (default: the event's own time, as the simulation does; featurize measures a logged state
+        at the time of the next event)."""
+        assert session.states is not None and session.histories is not None and session.clock is not None
+        item = np.asarray(item, dtype=np.int64)
+        moved = np.flatnonzero(item >= 0)
+        if len(moved) == 0:
+            return
+        category = self.item_category[item[moved]].astype(np.int64)
+        when = np.asarray(timestamp, dtype=np.int64)[moved]
+        session.histories = session.histories.append(
+            moved, item[moved], category, self.histories.raw_category(category),
+            np.asarray(behavior)[moved], when,
+        )
+        at = when if now is None else np.asarray(now, dtype=np.int64)[moved]
+        session.clock[moved] = at
+        fresh = self._build(session.histories.take(moved), at)
+        states = StateBatch(*(np.array(a, copy=True) for a in session.states))  # earlier states stay as they were
+        for mine, theirs in zip(states, fresh, strict=True):
+            mine[moved] = theirs
+        session.states = states
+
     def step_batch(self, session: SessionBatch, items: np.ndarray, rng: np.random.Generator) -> StepOutcome:
-        assert session.states is not None
+        assert session.states is not None and session.clock is not None
         items = self._check_items(items, len(session.index))
         active = ~session.finished
         response = self.simulator.sample(session.states, items, rng, session_position=session.steps)
@@ -259,15 +302,7 @@ class SimulatedEnv(_SessionEnv):
         category = np.where(item >= 0, self.item_category[np.maximum(item, 0)], -1)
         preferred = preferred_category(session.states.category_seq)
         reward = self.reward_model(item, behavior, category, preferred)
-        session.states = advance_states(
-            session.states,
-            item,
-            category,
-            behavior,
-            self.simulator.stats,
-            self.featurize_cfg,
-            self.cfg.step_seconds,
-        )
+        self.advance(session, item, behavior, session.clock + int(round(self.cfg.step_seconds)))
         session.steps += active
         terminated = active & response.left
         truncated = active & ~terminated & (session.steps >= self.cfg.max_steps)
@@ -300,12 +335,20 @@ def log_replay_env(features_dir: str | Path, split: str, cfg: EnvConfig | None =
 
 def simulated_env(
     features_dir: str | Path,
+    events_path: str | Path,
     simulator: UserSimulator,
     cfg: EnvConfig | None = None,
     featurize_cfg: FeaturizeConfig | None = None,
 ) -> SimulatedEnv:
-    """A SimulatedEnv starting from the logged states of env.start_split in `features_dir`."""
+    """A SimulatedEnv starting from the logged states of env.start_split in `features_dir`, with the
+    histories of that split's users read from `events_path` (the events featurize read: paths.events)."""
+    from drlrec.features.featurize import TrainGlobals
     from drlrec.features.transitions import load_split
 
     cfg = cfg or EnvConfig()
-    return SimulatedEnv(simulator, load_split(features_dir, cfg.start_split), cfg, featurize_cfg)
+    start = load_split(features_dir, cfg.start_split)
+    globals_ = TrainGlobals.load(features_dir)
+    histories = EventHistories.load(
+        events_path, globals_.item_vocab, globals_.category_vocab, users=np.unique(start.user_id)
+    )
+    return SimulatedEnv(simulator, start, cfg, featurize_cfg, histories=histories)

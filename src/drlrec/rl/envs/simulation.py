@@ -163,6 +163,8 @@ def _session_rows(session: SessionBatch, lo: int, hi: int) -> SessionBatch:
         session.finished[lo:hi].copy(),
         session.terminated[lo:hi].copy(),
         states,
+        None if session.histories is None else session.histories.take(np.arange(lo, min(hi, len(session.index)))),
+        None if session.clock is None else session.clock[lo:hi].copy(),
     )
 
 
