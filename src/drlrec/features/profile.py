@@ -46,6 +46,8 @@ PROFILE_FEATURES: tuple[str, ...] = (
 PROFILE_DIM = len(PROFILE_FEATURES)
 _SECONDS_PER_DAY = 86400.0
 _COL = {name: i for i, name in enumerate(PROFILE_FEATURES)}
+#: Below this many events, categories are coded by a sort (any one-to-one code gives the same counts).
+_SMALL = 1 << 16
 
 
 def category_running_counts(index: UserIndex, category_id: np.ndarray) -> np.ndarray:
@@ -54,7 +56,11 @@ def category_running_counts(index: UserIndex, category_id: np.ndarray) -> np.nda
     A cumcount per (user, category): one stable argsort of the pair key, positions within equal-key runs.
     """
     n = len(category_id)
-    category_code = pd.factorize(np.asarray(category_id))[0].astype(np.int64)
+    category_id = np.asarray(category_id)
+    if n < _SMALL:  # a few histories (a request, a batch of sessions): a sort beats pandas' hashing overhead
+        category_code = np.unique(category_id, return_inverse=True)[1].astype(np.int64).reshape(-1)
+    else:
+        category_code = pd.factorize(category_id)[0].astype(np.int64)
     pair = index.ordinal.astype(np.int64) * (int(category_code.max(initial=0)) + 1) + category_code  # [n]
     order = np.argsort(pair, kind="stable")
     sorted_pair = pair[order]
