@@ -7,7 +7,7 @@
 
 wrk (Debian's, not wrk2) has no fixed-rate mode: each connection pauses between requests, so the offered
 rate is at most connections * 1000 / (pause + latency); the achieved rate is printed. Prints p50/p95/p99,
-RPS and errors. Run: python bench/serve/bench_serve.py [--duration 20] [--exploration epsilon:0.1:m50]
+RPS and errors. Run: python bench/serve/bench_serve.py [--duration 20] [--exploration epsilon:0.1:m50] [--retrieval scan]
 (--exploration: each scenario also with serve.exploration on, after the same scenario with it off)
 """
 
@@ -132,6 +132,9 @@ def main() -> int:
                     help="serve.exploration for both scenarios, as the exposure log writes it: off (default), "
                          "epsilon:0.1:m50 or boltzmann:t1:m50; with a setting other than off each scenario also runs "
                          "with exploration off in the same process, for the ratio")
+    ap.add_argument("--retrieval", choices=("exact", "scan", "ann"), default=None,
+                    help="serve.retrieval for both scenarios (default: params.yaml's): exact = model.recommend, "
+                         "scan = the same top-k in one faiss pass, ann = faiss index + re-scoring")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -169,6 +172,8 @@ def main() -> int:
             raw["paths"].update(events=str(work / "events.parquet"), interactions=str(work / f"{tag}-interactions.csv"),
                                 exposures=str(work / f"{tag}-exposures.csv"))
             raw["serve"].update(cache_ttl=ttl, poll_seconds=0)
+            if args.retrieval is not None:
+                raw["serve"]["retrieval"] = args.retrieval
             if setting != "off":
                 cfg = parse_exploration(setting)
                 raw["serve"]["exploration"] = {"mode": cfg.mode, "epsilon": cfg.epsilon, "top_m": cfg.top_m,
@@ -196,7 +201,8 @@ def main() -> int:
                          + result["timeouts"])
             rows.append((name, target, result, errors, stats["cache"]["hit_rate"]))
         print(f"\nwrk -t1, closed loop with a per-connection pause; {args.duration}s per scenario; "
-              f"one uvicorn worker; {os.cpu_count()} CPUs shared by server and wrk")
+              f"one uvicorn worker; {os.cpu_count()} CPUs shared by server and wrk; "
+              f"serve.retrieval {args.retrieval or params.serve.retrieval}")
         print(f"{'scenario':<34}{'target rps':>11}{'rps':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"
               f"{'requests':>10}{'errors':>8}{'hit rate':>10}")
         for name, target, r, errors, hit in rows:
