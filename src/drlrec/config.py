@@ -1005,10 +1005,12 @@ class ServeConfig:
     (the item table is then read once for all of them); a lone request is scored at once."""
     log_exposures: bool = True
     """Append every served list to paths.exposures (needed by the A/B report and online monitoring)."""
-    retrieval: Literal["exact", "scan", "ann"] = "exact"
-    """How the model's top-k is found: exact (model.recommend, every item scored), scan (the same top-k
-    in one pass over the item table: the mixture's repeat side for the state's items only) or ann (a faiss
-    index, serve.ann, with the candidates re-scored exactly: approximate; see bench/bench_recommend.py)."""
+    retrieval: Literal["exact", "scan", "ann"] = "scan"
+    """How the model's top-k is found: scan (default: every item scored in one faiss pass over the item
+    table, the mixture's repeat side for the state's items only; the same top-k as model.recommend up to
+    float rounding, about twice as fast; a model without a DQN-LSTM item table is ranked exactly), exact
+    (model.recommend) or ann (a faiss index, serve.ann, with the candidates re-scored exactly:
+    approximate; see bench/bench_recommend.py)."""
     ann: AnnConfig = field(default_factory=AnnConfig)
     """The index of retrieval `ann`."""
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)

@@ -106,3 +106,18 @@ def test_make_retriever_defaults_to_the_model():
     model = _model("q")
     assert make_retriever(model, "exact") is model
     assert isinstance(make_retriever(model, "scan"), FullScan)
+
+
+def test_scan_is_the_default_and_ranks_a_model_without_an_item_table_exactly():
+    """serve.retrieval defaults to the scan; a model the scan cannot read (no DQN-LSTM item table, e.g. a
+    popularity bundle) is ranked by the model itself, while ann still refuses it."""
+    from drlrec.config import ServeConfig
+    from drlrec.errors import ConfigError
+    from drlrec.models.popularity import Popularity
+
+    assert ServeConfig().retrieval == "scan"
+    popularity = Popularity(N_ITEMS)
+    assert make_retriever(popularity, "scan") is popularity
+    assert isinstance(make_retriever(_model("ce"), "scan"), FullScan)
+    with pytest.raises(ConfigError, match="needs a DQN-LSTM bundle"):
+        make_retriever(popularity, "ann")

@@ -334,7 +334,8 @@ def make_retriever(model: Any, retrieval: str, cfg: AnnConfig | None = None) -> 
     if retrieval == "exact":
         return model
     if retrieval == "scan":
-        return FullScan(model)
+        # the scan is only a faster way to the exact top-k: a model without a DQN-LSTM item table is exact
+        return FullScan(model) if isinstance(getattr(model, "network", None), QNetwork) else model
     if retrieval == "ann":
         return AnnIndex(model, cfg or AnnConfig())
     raise ConfigError(f"serve.retrieval must be exact, scan or ann (got {retrieval!r})")
