@@ -211,20 +211,8 @@ def build_states(
     # the last n events of each user: the rows the window shows
     held = np.minimum(lengths, n)
     last_rows = np.repeat(histories.offsets[1:] - held, held) + ranks(held)  # [S] flat rows, user by user
-    # one gather of the running counts for both: the profile before each shown event (at its own time) and
-    # each user's profile after the newest event (at the decision time)
-    has = lengths > 0
-    newest = histories.offsets[1:][has] - 1
+    before, profile = _profiles(histories, running, index, cfg, at, last_rows)
     s = len(last_rows)
-    profiles = profiles_at(
-        running, index, histories.timestamp, cfg,
-        rows=np.concatenate([last_rows, newest]),
-        include_event=np.r_[np.zeros(s, dtype=bool), np.ones(len(newest), dtype=bool)],
-        at=np.concatenate([histories.timestamp[last_rows], at[has]]),
-    )
-    before = profiles[:s]  # [S, 10]
-    profile = np.zeros((b, PROFILE_DIM), dtype=np.float32)
-    profile[has] = profiles[s:]
     gap = time_gaps(histories.timestamp, index.is_first)[last_rows]
     position = index.position[last_rows].astype(np.int64) + histories.skipped[owner[last_rows]]
     # an event table over the shown events (row 0 padding), then the same window gather featurize uses
@@ -263,7 +251,7 @@ def profiles_of_histories(histories: Histories, cfg: FeaturizeConfig, now: np.nd
     owner = np.repeat(np.arange(histories.size, dtype=np.int64), histories.lengths)
     index = user_index(owner)
     running = running_counts(index, histories.category_id, histories.behavior)
-    return _profiles_after(histories, running, index, cfg, _decision_times(histories, now))
+    return _profiles(histories, running, index, cfg, _decision_times(histories, now), np.zeros(0, np.int64))[1]
 
 
 def _decision_times(histories: Histories, now: np.ndarray | int | None) -> np.ndarray:
@@ -272,16 +260,23 @@ def _decision_times(histories: Histories, now: np.ndarray | int | None) -> np.nd
     return np.broadcast_to(np.asarray(now, dtype=np.int64), (histories.size,))
 
 
-def _profiles_after(histories: Histories, running, index, cfg: FeaturizeConfig, at: np.ndarray) -> np.ndarray:
-    """Each user's profile after all the events held, at `at` [B]; zeros for an empty history."""
-    profile = np.zeros((histories.size, PROFILE_DIM), dtype=np.float32)
+def _profiles(histories: Histories, running, index, cfg: FeaturizeConfig, at: np.ndarray,
+              shown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One gather of the running counts for both: the profile before each of the `shown` rows (at the row's
+    own time) [S, 10], and each user's profile after the newest event held, at `at` [B, 10] (zeros for an
+    empty history)."""
     has = histories.lengths > 0
-    if has.any():
-        newest = histories.offsets[1:][has] - 1
-        profile[has] = profiles_at(
-            running, index, histories.timestamp, cfg, rows=newest, include_event=True, at=at[has]
-        )
-    return profile
+    newest = histories.offsets[1:][has] - 1
+    s = len(shown)
+    profiles = profiles_at(
+        running, index, histories.timestamp, cfg,
+        rows=np.concatenate([shown, newest]),
+        include_event=np.r_[np.zeros(s, dtype=bool), np.ones(len(newest), dtype=bool)],
+        at=np.concatenate([histories.timestamp[shown], at[has]]),
+    )
+    after = np.zeros((histories.size, PROFILE_DIM), dtype=np.float32)
+    after[has] = profiles[s:]
+    return profiles[:s], after
 
 
 def ranks(counts: np.ndarray) -> np.ndarray:
