@@ -280,6 +280,13 @@ class ModelConfig:
     state item's logit) or `mixture` (RepeatNet, Ren et al. 2019: p(i) = P(repeat) P(i | repeat) +
     P(explore) P(i | explore), where the repeat distribution covers only the state's items and a learned
     gate picks the mode per state). The Q-head always uses the additive term."""
+    repeat_factors: bool = False
+    """Add shared factors to each head's repeat weights: weight(p, b) = table[p, b] + slope * age(p) +
+    offset[b], with the age slope and the five behaviour offsets learned from every repeat target at once
+    (they start at 0, so a new model scores as without them). The [position, behaviour] table alone learns
+    each cell only from the targets found at that cell, which a long state (`featurize.seq_len` 50) spreads
+    thin; the factors let the recency and behaviour weighting that `recent_items` is tuned for be learned
+    from a small log."""
     encoder_window: int = 0
     """The encoder reads only the state's last `encoder_window` interactions (0 = the whole state), while
     the repeat terms (additive and mixture) still cover all `featurize.seq_len` of them. A long state then

@@ -270,3 +270,41 @@ def test_item_blocks_equal_the_whole_catalogue_scores(head: str, variant: dict) 
     whole_ranks, whole_lists = rank_blocks(FullScores(whole), targets, 10, None, 0)
     np.testing.assert_array_equal(ranks, whole_ranks)
     np.testing.assert_array_equal(lists, whole_lists)
+
+
+@pytest.mark.parametrize("mode", ["additive", "mixture"])
+def test_repeat_factors_start_neutral_and_weight_slots_by_age_and_behaviour(mode: str) -> None:
+    """model.repeat_factors: weight(p, b) = table[p, b] + slope * age + offset[b]; zero factors score exactly
+    as the table alone, a learned slope or offset moves every slot at once, and both heads' factors train."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SMALL, repeat_mode=mode)
+    plain = DQNLSTM(300, 20, cfg)
+    factored = DQNLSTM(300, 20, dataclasses.replace(cfg, repeat_factors=True))
+    factored.network.load_state_dict({**plain.network.state_dict(),
+                                      "repeat_q_factors": torch.zeros(6), "repeat_ce_factors": torch.zeros(6)})
+    states = random_states(5, 300, 20, seq_len=12)
+    for head in ("q", "ce"):
+        plain.score_with = factored.score_with = head
+        np.testing.assert_array_equal(factored.score(states), plain.score(states))
+    net = factored.network
+    enc = net.encode(TensorStates(states))
+    table = net._repeat_weights(enc, net.repeat_ce)
+    with torch.no_grad():
+        net.repeat_ce_factors[0] = -0.5  # slope per slot of age
+        net.repeat_ce_factors[1 + 3] = 2.0  # behaviour token 3
+    moved = net._repeat_weights(enc, net.repeat_ce) - table  # [B, L]
+    age = torch.arange(11, -1, -1, dtype=torch.float32)
+    expected = -0.5 * age[None, :] + 2.0 * torch.as_tensor(states.behavior_seq == 3)
+    known = torch.as_tensor(states.item_seq >= 2)
+    torch.testing.assert_close(moved[known], expected.expand_as(moved)[known])
+    assert (moved[~known] == 0).all()  # padding and unknown slots never repeat
+    # the Q-head's factors are its own: its weights are still the plain model's
+    torch.testing.assert_close(net._repeat_weights(enc, net.repeat_q),
+                               plain.network._repeat_weights(plain.network.encode(TensorStates(states)), plain.network.repeat_q))
+    net.train()
+    enc = net.encode(TensorStates(states))
+    items = torch.unique(torch.as_tensor(states.item_seq).reshape(-1))
+    loss = -(net.ce_logits_of(enc, items).sum() + net.q_values_of(enc, items).sum())
+    loss.backward()
+    for param in (net.repeat_q_factors, net.repeat_ce_factors):
+        assert param.grad is not None and torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0

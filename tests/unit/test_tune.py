@@ -112,6 +112,41 @@ def test_bad_spaces_are_one_line_config_errors(space, message: str) -> None:
     assert "\n" not in str(info.value)
 
 
+def test_trial_zero_is_exactly_params_even_where_params_lies_outside_the_space() -> None:
+    """The DQN-LSTM ships repeat_init 4.0 (the space searches [0, 3]) and cold_item_rate -1 ("the validation
+    period's cold share"): before `covering` and `resolved_sentinels`, Optuna replaced both by random draws
+    in trial 0, which was then not params."""
+    import numpy as np
+
+    from drlrec.tune import covering, resolved_sentinels
+
+    params = Params()
+    space = search_space("dqn_lstm")
+    with pytest.raises(ConfigError, match="outside the search space") as info:
+        current_values(params, space)  # never silently dropped any more
+    assert "\n" not in str(info.value)
+
+    class Valid:  # the validation split as cold_rate reads it: 1 of 4 next items unknown (index 1)
+        num_transitions = 4
+        action_item = np.array([5, 1, 7, 9])
+
+    resolved = resolved_sentinels("dqn_lstm", params, type("Data", (), {"valid": Valid()})())
+    assert params.train.cold_item_rate == -1.0 and resolved.train.cold_item_rate == 0.25
+    assert resolved_sentinels("item_knn", params, None) is params  # nothing to resolve elsewhere
+    wide = covering(space, resolved)
+    first = current_values(resolved, wide)
+    assert first["model.repeat_init"] == params.model.repeat_init == 4.0
+    assert first["train.cold_item_rate"] == 0.25
+    assert wide["model.repeat_init"] == FloatRange(0.0, 4.0) and wide["train.lr"] == space["train.lr"]
+    assert set(first) == set(space)  # every key of the space is in trial 0
+    # a choice gains the value; a value inside changes nothing; a log range cannot reach 0
+    odd = with_values(params, {"model.hidden": 96})
+    assert covering({"model.hidden": Choice((64, 128))}, odd) == {"model.hidden": Choice((64, 128, 96))}
+    assert covering({"train.lr": FloatRange(1e-4, 3e-3, log=True)}, params) == {"train.lr": FloatRange(1e-4, 3e-3, log=True)}
+    with pytest.raises(ConfigError, match="log range"):
+        covering({"train.lr": FloatRange(1e-4, 3e-3, log=True)}, with_values(params, {"train.lr": 0.0}))
+
+
 def test_models_without_a_space_are_clear_errors(capsys: pytest.CaptureFixture[str]) -> None:
     from drlrec.cli import main
 

@@ -45,6 +45,7 @@ from drlrec.tune.space import (  # noqa: F401
     TuneResult,
     _annotation,
     _field,
+    covering,
     current_values,
     search_space,
     study_name,
@@ -54,5 +55,6 @@ from drlrec.tune.space import (  # noqa: F401
 )
 from drlrec.tune.study import (  # noqa: F401
     _record,
+    resolved_sentinels,
     tune_model,
 )

@@ -58,6 +58,7 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
         "model.dropout": FloatRange(0.0, 0.5),
         "model.repeat_init": FloatRange(0.0, 3.0),
         "model.repeat_mode": Choice(("additive", "mixture")),
+        "model.repeat_factors": Choice((False, True)),
     },
     "recent_popularity": {
         "baselines.recent_popularity.recent_days": FloatRange(0.25, 7.0, log=True),
@@ -228,20 +229,52 @@ def with_values(params: Params, values: Mapping[str, Any]) -> Params:
     return params
 
 
+def _value_at(params: Params, key: str) -> Any:
+    node: Any = params
+    for i, part in enumerate(key.split(".")):
+        node, _ = _field(node, part, ".".join(key.split(".")[: i + 1]))
+    return node
+
+
+def covering(space: Mapping[str, Dimension], params: Params) -> dict[str, Dimension]:
+    """`space` widened so that it holds the value params already has for each key (a range stretched to
+    it, a choice added): trial 0 of a new study can then be exactly what params ships with. (Without it,
+    Optuna replaces an enqueued value outside its distribution by a random draw, and trial 0 would not be
+    params: the DQN-LSTM's `repeat_init` 4.0 against a [0, 3] range did exactly that.) A log range cannot
+    reach a value <= 0: that is a ConfigError naming the key."""
+    out: dict[str, Dimension] = {}
+    for key, dim in space.items():
+        value = _value_at(params, key)
+        if isinstance(dim, Choice):
+            out[key] = dim if value in dim.values else Choice((*dim.values, value))
+            continue
+        if dim.log and value <= 0:
+            raise ConfigError(f"{key} = {value!r} in params cannot be searched on the log range "
+                              f"[{dim.low}, {dim.high}]: set a positive value")
+        if dim.low <= value <= dim.high:
+            out[key] = dim  # unchanged, so a study over it keeps its name
+        elif isinstance(dim, IntRange):
+            out[key] = IntRange(min(dim.low, int(value)), max(dim.high, int(value)), dim.log)
+        else:
+            out[key] = FloatRange(min(float(dim.low), float(value)), max(float(dim.high), float(value)), dim.log)
+    return out
+
+
 def current_values(params: Params, space: Mapping[str, Dimension]) -> dict[str, Any]:
-    """The values params already holds for the keys of `space` that the space can express (a value outside
-    its range or choices is left out): the first trial of a new study, so that its best is never worse
-    on validation than what params ships with."""
+    """The values params holds for every key of `space` (a `covering` space holds them all): the first trial
+    of a new study, so that its best is never worse on validation than what params ships with. A value
+    the space cannot express is a ConfigError (it would silently become a random draw)."""
     out: dict[str, Any] = {}
     for key, dim in space.items():
-        node: Any = params
-        for i, part in enumerate(key.split(".")):
-            node, _ = _field(node, part, ".".join(key.split(".")[: i + 1]))
+        node = _value_at(params, key)
         if isinstance(dim, Choice):
-            if node in dim.values:
-                out[key] = node
-        elif isinstance(node, int | float) and not isinstance(node, bool) and dim.low <= node <= dim.high:
-            out[key] = int(node) if isinstance(dim, IntRange) else float(node)
+            ok = node in dim.values
+        else:
+            ok = isinstance(node, int | float) and not isinstance(node, bool) and dim.low <= node <= dim.high
+        if not ok:
+            raise ConfigError(f"{key} = {node!r} in params lies outside the search space {dim}: "
+                              "trial 0 would not be params' own values (use tune.space.covering)")
+        out[key] = node if isinstance(dim, Choice) else (int(node) if isinstance(dim, IntRange) else float(node))
     return out
 
 

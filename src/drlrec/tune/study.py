@@ -14,6 +14,7 @@ from drlrec.tune.space import (
     OBJECTIVE,
     TrialRecord,
     TuneResult,
+    covering,
     current_values,
     search_space,
     study_name,
@@ -31,6 +32,20 @@ def _record(trial: Any) -> TrialRecord:
         metrics=dict(trial.user_attrs.get("metrics", {})),
         seconds=float(trial.user_attrs.get("seconds", math.nan)),
     )
+
+
+def resolved_sentinels(name: str, params: Params, data: Any) -> Params:
+    """params with each data-dependent "auto" value replaced by the value the fit resolves it to, so that
+    trial 0 (params' own values) is a point of the search space and fits exactly what params ships:
+    the DQN-LSTM's `train.cold_item_rate` -1 is the validation period's cold share."""
+    if name == "dqn_lstm" and params.train.cold_item_rate < 0:
+        import dataclasses
+
+        from drlrec.rl.dqn import cold_rate
+
+        rate = float(cold_rate(params.train, data.valid))
+        params = dataclasses.replace(params, train=dataclasses.replace(params.train, cold_item_rate=rate))
+    return params
 
 
 def tune_model(
@@ -60,8 +75,10 @@ def tune_model(
         raise ConfigError(f"--trials must be at least 1, got {n_trials}")
     if timeout < 0:
         raise ConfigError(f"--timeout must be >= 0 seconds, got {timeout}")
+    params = resolved_sentinels(name, params, data)
     space = search_space(name)
     validate_space(space, params)
+    space = covering(space, params)
     if data.valid.num_transitions == 0:
         raise InputError("the validation split has no transitions: nothing to score trials on")
     evaluate, index = validation_evaluator(data.valid, params.tune.eval_max_events, params.base.seed)

@@ -95,6 +95,10 @@ class QNetwork(nn.Module):
         self.max_len = 512
         self.repeat_q = nn.Parameter(repeat_prior(self.max_len, cfg.repeat_init)) if cfg.repeat_head else None
         self.repeat_ce = nn.Parameter(repeat_prior(self.max_len, cfg.repeat_init)) if cfg.repeat_head else None
+        # model.repeat_factors: per head, [age slope, offset of behaviour token 0..4] added to the table's weights
+        factors = cfg.repeat_head and cfg.repeat_factors
+        self.repeat_q_factors = nn.Parameter(torch.zeros(N_BEHAVIORS + 2)) if factors else None
+        self.repeat_ce_factors = nn.Parameter(torch.zeros(N_BEHAVIORS + 2)) if factors else None
         # RepeatNet mixture (repeat_mode "mixture"): the CE head's repeat distribution over the state's items
         # (position/behaviour prior `repeat_ce` + a state-item affinity) and the gate P(repeat | s)
         self.mixture = cfg.repeat_head and cfg.repeat_mode == "mixture"
@@ -201,6 +205,10 @@ class QNetwork(nn.Module):
         history = enc.history
         length = history.item_seq.shape[1]
         w = weights[self.max_len - length :][torch.arange(length, device=weights.device)[None, :], history.behavior_seq]
+        factors = self.repeat_q_factors if weights is self.repeat_q else self.repeat_ce_factors
+        if factors is not None:  # model.repeat_factors: + slope * age + offset[behaviour]
+            age = torch.arange(length - 1, -1, -1, device=w.device, dtype=w.dtype)  # [L], 0 = the latest slot
+            w = w + factors[0] * age[None, :] + factors[1:][history.behavior_seq]
         return torch.where(history.item_seq >= FIRST_REAL_ITEM, w, torch.zeros_like(w))
 
     def q_values(self, enc: Encoding) -> Tensor:
