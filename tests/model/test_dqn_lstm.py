@@ -249,6 +249,22 @@ def test_save_load_gives_identical_scores(tmp_path: Path) -> None:
     np.testing.assert_array_equal(model.score(states), again.score(states))
 
 
+def test_a_model_saved_before_the_repeat_factors_loads_and_scores_as_saved(tmp_path: Path) -> None:
+    """A model.pt written before `repeat_factors` existed has no such key in its config and no factor weights
+    in its state dict: it loads without them (the current default has them on) and scores as it did."""
+    from drlrec.models.persistence import save_torch
+
+    old = DQNLSTM(200, 10, dataclasses.replace(SMALL, repeat_mode="mixture", repeat_factors=False))
+    old.save(tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", map_location="cpu", weights_only=False)
+    del payload["model_config"]["repeat_factors"]  # as written by drlrec before 2026-12-07
+    save_torch(tmp_path / "old.pt", payload)
+    again = DQNLSTM.load(tmp_path / "old.pt")
+    assert again.cfg.repeat_factors is False and again.network.repeat_ce_factors is None
+    states = random_states(6, 200, 10)
+    np.testing.assert_array_equal(old.score(states), again.score(states))
+
+
 @pytest.mark.parametrize("head", ["q", "ce"])
 @pytest.mark.parametrize("variant", [{"repeat_mode": "additive"}, {"repeat_mode": "mixture"},
                                      {"repeat_mode": "additive", "head": "dueling"}])

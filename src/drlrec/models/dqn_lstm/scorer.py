@@ -93,7 +93,8 @@ class DQNLSTM(Scorer):
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> DQNLSTM:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-        raw = {"repeat_mode": "additive", **payload["model_config"]}  # models saved before the mixture existed
+        # models saved before the mixture (2026-12-02) and the repeat factors (2026-12-07) existed
+        raw = {"repeat_mode": "additive", "repeat_factors": False, **payload["model_config"]}
         cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
         model = cls(payload["n_items"], payload["n_categories"], cfg, device=device, score_with=payload["score_with"])
         model.network.load_state_dict(payload["state_dict"])
