@@ -15,8 +15,10 @@ from drlrec.models.dqn_lstm import DQNLSTM
 from drlrec.rl.dqn import epsilon_greedy_lists, train_online
 from drlrec.rl.envs import SimulatedEnv
 
+# measured with the additive copy term (the mixture repeats from step 0) and the repeat prior of the time
+# (repeat_init 4, no shared factors: the defaults until 2026-12-07), which the tests below rely on
 SMALL = ModelConfig(item_dim=32, category_dim=8, behavior_dim=4, hidden=64, fc=(64, 64),
-                    repeat_mode="additive")  # measured with the additive copy term (the mixture repeats from step 0)
+                    repeat_mode="additive", repeat_init=4.0, repeat_factors=False)
 # learning from scratch: no repeat prior (with it the untrained greedy lists already re-show the user's
 # own items, which the simulator rewards; see test_online_training_keeps_the_best_greedy_weights)
 SCRATCH = dataclasses.replace(SMALL, repeat_init=0.0)
