@@ -116,6 +116,8 @@ def test_trial_zero_is_exactly_params_even_where_params_lies_outside_the_space()
     """The DQN-LSTM ships repeat_init 4.0 (the space searches [0, 3]) and cold_item_rate -1 ("the validation
     period's cold share"): before `covering` and `resolved_sentinels`, Optuna replaced both by random draws
     in trial 0, which was then not params."""
+    from types import SimpleNamespace
+
     import numpy as np
 
     from drlrec.tune import covering, resolved_sentinels
@@ -126,11 +128,9 @@ def test_trial_zero_is_exactly_params_even_where_params_lies_outside_the_space()
         current_values(params, space)  # never silently dropped any more
     assert "\n" not in str(info.value)
 
-    class Valid:  # the validation split as cold_rate reads it: 1 of 4 next items unknown (index 1)
-        num_transitions = 4
-        action_item = np.array([5, 1, 7, 9])
-
-    resolved = resolved_sentinels("dqn_lstm", params, type("Data", (), {"valid": Valid()})())
+    # the validation split as cold_rate reads it: 1 of 4 next items unknown (index 1)
+    data = SimpleNamespace(valid=SimpleNamespace(num_transitions=4, action_item=np.array([5, 1, 7, 9])))
+    resolved = resolved_sentinels("dqn_lstm", params, data)
     assert params.train.cold_item_rate == -1.0 and resolved.train.cold_item_rate == 0.25
     assert resolved_sentinels("item_knn", params, None) is params  # nothing to resolve elsewhere
     wide = covering(space, resolved)

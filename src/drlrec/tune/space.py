@@ -173,12 +173,18 @@ def _field(node: Any, key: str, where: str) -> tuple[Any, Any]:
     raise ConfigError(f"{where}: not a section of params")
 
 
-def _annotation(params: Params, key: str) -> Any:
+def _walk(params: Params, key: str) -> tuple[Any, Any]:
+    """(value, type annotation) at the `section.key[.key]` path of params; ConfigError naming a bad part."""
     node: Any = params
     annotation: Any = Params
     parts = key.split(".")
     for i, part in enumerate(parts):
         node, annotation = _field(node, part, ".".join(parts[: i + 1]))
+    return node, annotation
+
+
+def _annotation(params: Params, key: str) -> Any:
+    node, annotation = _walk(params, key)
     if dataclasses.is_dataclass(node) or isinstance(node, dict):
         raise ConfigError(f"{key}: a section, not a value")
     return annotation
@@ -229,13 +235,6 @@ def with_values(params: Params, values: Mapping[str, Any]) -> Params:
     return params
 
 
-def _value_at(params: Params, key: str) -> Any:
-    node: Any = params
-    for i, part in enumerate(key.split(".")):
-        node, _ = _field(node, part, ".".join(key.split(".")[: i + 1]))
-    return node
-
-
 def covering(space: Mapping[str, Dimension], params: Params) -> dict[str, Dimension]:
     """`space` widened so that it holds the value params already has for each key (a range stretched to
     it, a choice added): trial 0 of a new study can then be exactly what params ships with. (Without it,
@@ -244,7 +243,7 @@ def covering(space: Mapping[str, Dimension], params: Params) -> dict[str, Dimens
     reach a value <= 0: that is a ConfigError naming the key."""
     out: dict[str, Dimension] = {}
     for key, dim in space.items():
-        value = _value_at(params, key)
+        value = _walk(params, key)[0]
         if isinstance(dim, Choice):
             out[key] = dim if value in dim.values else Choice((*dim.values, value))
             continue
@@ -266,7 +265,7 @@ def current_values(params: Params, space: Mapping[str, Dimension]) -> dict[str, 
     the space cannot express is a ConfigError (it would silently become a random draw)."""
     out: dict[str, Any] = {}
     for key, dim in space.items():
-        node = _value_at(params, key)
+        node = _walk(params, key)[0]
         if isinstance(dim, Choice):
             ok = node in dim.values
         else:
