@@ -210,16 +210,7 @@ def paired_difference(
 
 def _prepare(log: ImpressionLog) -> _Prepared:
     """Validate the log and reduce it to per-user and per-(slot, user) sums."""
-    arrays = {name: np.asarray(value) for name, value in log._asdict().items() if value is not None}
-    for name, value in arrays.items():
-        if value.ndim != 1:
-            raise InputError(f"ope input {name} must be one-dimensional, got shape {value.shape}")
-    lengths = {name: len(value) for name, value in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        raise InputError("ope input arrays differ in length: " + ", ".join(f"{k} {v}" for k, v in lengths.items()))
-    n = lengths["group"]
-    if n == 0:
-        raise InputError("ope input is empty: no logged impressions")
+    arrays, n = _columns(log, "impressions")
     has_dr = log.q_logged is not None and log.q_target is not None
     if (log.q_logged is None) != (log.q_target is None):
         raise InputError("dr needs both q_logged and q_target (got only one of them)")
@@ -227,12 +218,7 @@ def _prepare(log: ImpressionLog) -> _Prepared:
     if not np.issubdtype(slot.dtype, np.integer):
         raise InputError(f"slot must hold integer positions, got dtype {slot.dtype}")
     _reject(slot < 0, slot, "slot must be >= 0")
-    pscore = arrays["pscore"].astype(np.float64)
-    _reject(~((pscore > 0) & (pscore <= 1)), pscore, "pscore must be in (0, 1] (and not NaN)")
-    target_prob = arrays["target_prob"].astype(np.float64)
-    _reject(~((target_prob >= 0) & (target_prob <= 1)), target_prob, "target_prob must be in [0, 1] (and not NaN)")
-    reward = arrays["reward"].astype(np.float64)
-    _reject(~np.isfinite(reward), reward, "reward must be finite")
+    pscore, target_prob, reward = _weights_and_reward(arrays)
     weight = target_prob / pscore  # [n]
     if has_dr:
         q_logged = arrays["q_logged"].astype(np.float64)
@@ -265,6 +251,32 @@ def _prepare(log: ImpressionLog) -> _Prepared:
     return _Prepared(sums, n, ess, float(weight.max()), has_dr)
 
 
+def _columns(log: ImpressionLog | SessionLog, rows: str) -> tuple[dict[str, np.ndarray], int]:
+    """The log's given fields as arrays, checked one-dimensional, of one length and not empty."""
+    arrays = {name: np.asarray(value) for name, value in log._asdict().items() if value is not None}
+    for name, value in arrays.items():
+        if value.ndim != 1:
+            raise InputError(f"ope input {name} must be one-dimensional, got shape {value.shape}")
+    lengths = {name: len(value) for name, value in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise InputError("ope input arrays differ in length: " + ", ".join(f"{k} {v}" for k, v in lengths.items()))
+    n = next(iter(lengths.values()))
+    if n == 0:
+        raise InputError(f"ope input is empty: no logged {rows}")
+    return arrays, n
+
+
+def _weights_and_reward(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pscore, target_prob and reward as float64, checked: pscore in (0, 1], target_prob in [0, 1], reward finite."""
+    pscore = arrays["pscore"].astype(np.float64)
+    _reject(~((pscore > 0) & (pscore <= 1)), pscore, "pscore must be in (0, 1] (and not NaN)")
+    target_prob = arrays["target_prob"].astype(np.float64)
+    _reject(~((target_prob >= 0) & (target_prob <= 1)), target_prob, "target_prob must be in [0, 1] (and not NaN)")
+    reward = arrays["reward"].astype(np.float64)
+    _reject(~np.isfinite(reward), reward, "reward must be finite")
+    return pscore, target_prob, reward
+
+
 def _reject(bad: np.ndarray, values: np.ndarray, rule: str) -> None:
     if bad.any():
         rows = np.flatnonzero(bad)
@@ -290,22 +302,169 @@ def _estimates(sums: _Sums, counts: np.ndarray) -> np.ndarray:
 def _replicates(sums: _Sums, cfg: BootstrapConfig) -> np.ndarray:
     """Each estimator on cfg.n_boot user-level resamples: [B, 4]. The draws depend only on the seed,
     n_boot and the number of users, never on the chunk size."""
+    boot = np.empty((cfg.n_boot, len(ESTIMATORS)))
+    for start, counts in _resamples(len(sums.user_rows), cfg):
+        boot[start : start + len(counts)] = _estimates(sums, counts)
+    return boot
+
+
+def _resamples(n_groups: int, cfg: BootstrapConfig):
+    """(first replicate index, group counts [c, n_groups]) chunks of cfg.n_boot cluster resamples; the
+    draws depend only on the seed, n_boot and n_groups, never on the chunk size."""
     if cfg.n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {cfg.n_boot}")
     if not 0 < cfg.alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {cfg.alpha}")
-    n_users = len(sums.user_rows)
     rng = np.random.default_rng(cfg.seed)
-    uniform = np.full(n_users, 1.0 / n_users)
-    chunk = max(1, min(cfg.n_boot, cfg.max_cells // n_users))
-    boot = np.empty((cfg.n_boot, len(ESTIMATORS)))
+    uniform = np.full(n_groups, 1.0 / n_groups)
+    chunk = max(1, min(cfg.n_boot, cfg.max_cells // n_groups))
     for start in range(0, cfg.n_boot, chunk):
         size = min(chunk, cfg.n_boot - start)
-        counts = rng.multinomial(n_users, uniform, size=size).astype(np.float64)  # [c, U]
-        boot[start : start + size] = _estimates(sums, counts)
-    return boot
+        yield start, rng.multinomial(n_groups, uniform, size=size).astype(np.float64)
 
 
 def _percentiles(boot: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
     return low, high
+
+
+# --- Session-level (per-decision) estimates ------------------------------------------------------------
+#
+# The estimators above value a candidate on the logging policy's states. Run on its own, a candidate also
+# changes the states: what a user acts on joins the state, and whether the user stays depends on it. Its
+# on-policy value per impression over whole sessions is
+#
+#     V = E_pi[sum_t r_t] / E_pi[sum_t n_t]        (r_t: the list's reward at step t, n_t its impressions)
+#
+# Per-decision importance sampling (Precup et al. 2000; the sequential DR of Jiang & Li 2016 and Thomas &
+# Brunskill 2016) weights step t of a logged session by the product of the WHOLE-LIST ratios up to t,
+#
+#     rho_t = prod_{u <= t} target_prob_u / pscore_u,
+#
+# unbiased for any state dynamics: E_mu[rho_t r_t] = E_pi[r_t], and E_mu[rho_{t-1} n_t] = E_pi[n_t] because
+# whether step t happens (and n_t) is settled before its list is drawn. The variance grows with the
+# product, so these need a logging policy that shows the candidate's list often (little exploration) and
+# short sessions; their ESS says how much evidence is left.
+#
+# - observed: sum r / sum n, the logging policy's own value per impression;
+# - pdis:     sum rho_t r_t / sum rho_{t-1} n_t (a ratio of two unbiased estimates);
+# - wpdis:    sum rho_t r_t / sum rho_t n_t (self-normalised: the same weights above and below);
+# - pddr:     [sum rho_t (r_t - q_logged_t) + rho_{t-1} q_target_t] / sum rho_{t-1} n_t, where q_logged_t is a
+#             reward model's estimate of the logged list's reward and q_target_t its expected reward under the
+#             candidate at that state (unbiased for any reward model; a good one lowers the variance).
+# Sums run over every logged step of every session; CIs from the same session-level bootstrap as above.
+
+#: session-level estimators, in the column order of their bootstrap replicates
+SESSION_ESTIMATORS: tuple[str, ...] = ("observed", "pdis", "wpdis", "pddr")
+
+
+class SessionLog(NamedTuple):
+    """Logged lists, one row per (session, step); all arrays [n]. Each session's steps are 0, 1, 2, ...
+    with none missing: a lost list would break the product of weights after it."""
+
+    session: np.ndarray
+    """Session id (the bootstrap cluster)."""
+    step: np.ndarray
+    """Integer decision index of the list within its session, from 0."""
+    reward: np.ndarray
+    """The list's reward (e.g. clicks on any of its items)."""
+    size: np.ndarray
+    """Impressions in the list (its length k); the value is per impression."""
+    pscore: np.ndarray
+    """Logging policy's probability, in (0, 1], of the whole logged list at that state."""
+    target_prob: np.ndarray
+    """Candidate's probability, in [0, 1], of that same list at that state."""
+    q_logged: np.ndarray | None = None
+    """pddr only: the reward model's estimate of the logged list's reward."""
+    q_target: np.ndarray | None = None
+    """pddr only: the reward model's expected list reward under the candidate at that state."""
+
+
+def estimate_sessions(log: SessionLog, cfg: BootstrapConfig | None = None) -> dict[str, Estimate]:
+    """{name: Estimate} for observed, pdis, wpdis and (when log has q_logged and q_target) pddr, per
+    impression over whole sessions, all on the same session-level resamples. `ess` is that of the
+    per-step weights rho_t over all rows. Raises InputError, with one line saying what is wrong, on a bad
+    log."""
+    cfg = cfg or BootstrapConfig()
+    sums, n_rows, ess, max_weight, has_dr = _prepare_sessions(log)
+    cols = [i for i, name in enumerate(SESSION_ESTIMATORS) if name != "pddr" or has_dr]
+    points = _session_values(sums, np.ones((1, len(sums))))[0]
+    boot = np.empty((cfg.n_boot, len(SESSION_ESTIMATORS)))
+    for start, counts in _resamples(len(sums), cfg):
+        boot[start : start + len(counts)] = _session_values(sums, counts)
+    low, high = _percentiles(boot, cfg.alpha)
+    out = {}
+    for col in cols:
+        name = SESSION_ESTIMATORS[col]
+        on_policy = name == "observed"
+        out[name] = Estimate(
+            estimator=name, value=float(points[col]), ci_low=float(low[col]), ci_high=float(high[col]),
+            alpha=cfg.alpha, ess=float(n_rows) if on_policy else ess, n_rows=n_rows, n_groups=len(sums),
+            max_weight=1.0 if on_policy else max_weight,
+        )
+    return out
+
+
+def _prepare_sessions(log: SessionLog) -> tuple[np.ndarray, int, float, float, bool]:
+    """Validate the log; per session [S, 6] sums of r, n, rho r, rho_prev n, rho n and the pddr numerator;
+    plus n_rows, the ESS and the largest weight of rho, and whether pddr applies."""
+    arrays, n = _columns(log, "lists")
+    if (log.q_logged is None) != (log.q_target is None):
+        raise InputError("pddr needs both q_logged and q_target (got only one of them)")
+    has_dr = log.q_logged is not None
+    step = arrays["step"]
+    if not np.issubdtype(step.dtype, np.integer):
+        raise InputError(f"step must hold integer decision indices, got dtype {step.dtype}")
+    pscore, target_prob, reward = _weights_and_reward(arrays)
+    size = arrays["size"].astype(np.float64)
+    _reject(~(size >= 1), size, "size must be >= 1 impression")
+
+    _, session = np.unique(arrays["session"], return_inverse=True)
+    session = session.reshape(-1)
+    order = np.lexsort((step, session))  # by session, then step
+    session, step = session[order], step[order].astype(np.int64)
+    first = np.r_[True, session[1:] != session[:-1]]  # [n] the row opens its session
+    expected = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))  # 0, 1, ... per session
+    _reject(step != expected, step, "each session's steps must be 0, 1, 2, ... with none missing or repeated")
+
+    # rho_t = prod of the ratios up to t within the session: a log-space cumulative sum restarted at each
+    # session, with zeros (the candidate never shows that list) tracked apart so that they stay exact zeros.
+    ratio = target_prob[order] / pscore[order]
+    zero = ratio == 0
+    log_ratio = np.log(np.where(zero, 1.0, ratio))
+    starts = np.flatnonzero(first)
+    run = np.repeat(starts, np.diff(np.r_[starts, n]))  # [n] first row of each row's session
+    cum_log = np.cumsum(log_ratio)
+    cum_zero = np.cumsum(zero)
+    before_log = np.where(run > 0, cum_log[run - 1], 0.0)
+    before_zero = np.where(run > 0, cum_zero[run - 1], 0)
+    rho = np.where(cum_zero - before_zero > 0, 0.0, np.exp(cum_log - before_log))  # [n]
+    rho_prev = np.where(first, 1.0, np.r_[1.0, rho[:-1]])  # [n] rho_{t-1}, 1 at step 0
+
+    reward, size = reward[order], size[order]
+    if has_dr:
+        q_logged = arrays["q_logged"].astype(np.float64)[order]
+        q_target = arrays["q_target"].astype(np.float64)[order]
+        _reject(~np.isfinite(q_logged), q_logged, "q_logged must be finite")
+        _reject(~np.isfinite(q_target), q_target, "q_target must be finite")
+        dr_term = rho * (reward - q_logged) + rho_prev * q_target
+    else:
+        dr_term = np.zeros(n)
+    n_sessions = int(session[-1]) + 1
+    cols = (reward, size, rho * reward, rho_prev * size, rho * size, dr_term)
+    sums = np.stack([np.bincount(session, weights=col, minlength=n_sessions) for col in cols], axis=1)  # [S, 6]
+    sum_w, sum_w2 = rho.sum(), np.square(rho).sum()
+    ess = float(sum_w**2 / sum_w2) if sum_w2 > 0 else 0.0
+    return sums, n, ess, float(rho.max()), has_dr
+
+
+def _session_values(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """[c, 4] the SESSION_ESTIMATORS on c resamples given as session counts [c, S] (ones: the log). A
+    resample with no weight below a ratio (the candidate's lists never logged) gives 0 for it."""
+    total = counts @ sums  # [c, 6]
+    r, n, wr, wprev_n, w_n, dr = total.T
+
+    def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+
+    return np.stack([r / n, ratio(wr, wprev_n), ratio(wr, w_n), ratio(dr, wprev_n)], axis=1)
