@@ -8,7 +8,8 @@ For each of --seeds seeds:
      propensity; a click is the simulator's interaction with that slot's item, a conversion a buy.
   2. Estimates: each challenger's per-impression CTR and conversion from those logs (drlrec.ope: per-slot
      IPS, SNIPS, DR with the logs' per-slot mean reward as the direct method; 95% CIs from a bootstrap of
-     sessions, which stand in for users here).
+     users, as `drlrec ope` draws them: the sessions start at drawn logged states, and sessions of one
+     user share that user's history, so they are not independent).
      Also over whole sessions (drlrec.ope.estimate_sessions: per-decision IS, weighted PDIS and per-decision
      DR, each step weighted by the product of the whole-list ratios up to it), which let the challenger's
      lists change the later states as the on-policy truth does.
@@ -60,13 +61,16 @@ def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, see
     """Serve `sessions` simulated sessions with exploration; per impression: session, slot, click, buy,
     propensity, and each challenger's probability of the logged item (close: greedy rank j at slot j; far:
     rank k + j at slot j). With `simulator`, also each challenger's expected clicks and buys per impression
-    on the logged states (the one-step truth: what a per-slot estimator estimates)."""
+    on the logged states (the one-step truth: what a per-slot estimator estimates). The last column of
+    both the impression rows and the list rows (session, step, clicks, buys, k, list propensity, close
+    list?, far list?) is the session's user."""
     from drlrec.models.base import StateBatch
     from drlrec.serving.exploration import explore
 
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
     core = env.unwrapped
     session = core.start_batch(sessions, rng)
+    user = np.asarray(core.start.user_id, dtype=np.int64)[session.index]  # [sessions] the bootstrap clusters
     rows, lists = [], []
     onestep = {"close": np.zeros(2), "far": np.zeros(2)}
     impressions = 0
@@ -98,9 +102,10 @@ def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, see
         far_list = (positions == slots + k).all(axis=1)
         rows.append(np.stack([np.repeat(active, k), slots.ravel(), click.ravel(), buy.ravel(), pscore.ravel(),
                               (positions == slots).ravel(), (positions == slots + k).ravel(),
-                              np.repeat(list_pscore, k), np.repeat(close_list, k), np.repeat(far_list, k)], axis=1))
+                              np.repeat(list_pscore, k), np.repeat(close_list, k), np.repeat(far_list, k),
+                              np.repeat(user[active], k)], axis=1))
         lists.append(np.stack([active, step, click.sum(axis=1), buy.sum(axis=1), np.full(len(active), k), list_pscore,
-                               close_list, far_list], axis=1))
+                               close_list, far_list, user[active]], axis=1))
     return np.concatenate(rows), np.concatenate(lists), {n: v / max(impressions, 1) for n, v in onestep.items()}
 
 
@@ -113,7 +118,7 @@ def session_estimates(lists: np.ndarray, target_col: int, reward_col: int, n_boo
     step = lists[:, 1].astype(np.int64)
     reward = lists[:, reward_col]
     q = slot_mean_reward(step, reward)
-    log = SessionLog(session=lists[:, 0].astype(np.int64), step=step, reward=reward, size=lists[:, 4],
+    log = SessionLog(session=lists[:, 0].astype(np.int64), group=lists[:, 8].astype(np.int64), step=step, reward=reward, size=lists[:, 4],
                      pscore=lists[:, 5], target_prob=lists[:, target_col], q_logged=q, q_target=q)
     return {name: e.to_dict() for name, e in estimate_sessions(log, BootstrapConfig(n_boot=n_boot, seed=seed)).items()}
 
@@ -124,7 +129,7 @@ def estimates(log: np.ndarray, target_col: int, reward_col: int, n_boot: int, se
     slot = log[:, 1].astype(np.int64)
     reward = log[:, reward_col]
     q = slot_mean_reward(slot, reward)
-    imp = ImpressionLog(group=log[:, 0].astype(np.int64), slot=slot, reward=reward, pscore=log[:, pscore_col],
+    imp = ImpressionLog(group=log[:, 10].astype(np.int64), slot=slot, reward=reward, pscore=log[:, pscore_col],
                         target_prob=log[:, target_col], q_logged=q, q_target=q)
     return {name: e.to_dict() for name, e in estimate_all(imp, BootstrapConfig(n_boot=n_boot, seed=seed)).items()}
 
@@ -205,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# OPE against the simulator's truth: {args.seeds} seeds, {args.sessions:,} logged sessions each "
         f"(logging: DQN-LSTM, served head, exploration {describe(cfg)}, k = {k}), truth from "
         f"{args.truth_sessions:,} on-policy sessions per seed; per impression; 95% CIs from {args.bootstrap} "
-        f"session resamples",
+        f"user resamples (the start states' users)",
         "",
         "| challenger | reward | truth (mean over seeds) | estimator | mean estimate | bias | RMSE | CI covers truth | "
         "one-step truth on the logged states | CI covers it | mean ESS |",

@@ -352,7 +352,8 @@ def _percentiles(boot: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray
 # - pddr:     [sum rho_t (r_t - q_logged_t) + rho_{t-1} q_target_t] / sum rho_{t-1} n_t, where q_logged_t is a
 #             reward model's estimate of the logged list's reward and q_target_t its expected reward under the
 #             candidate at that state (unbiased for any reward model; a good one lowers the variance).
-# Sums run over every logged step of every session; CIs from the same session-level bootstrap as above.
+# Sums run over every logged step of every session; CIs from the same cluster bootstrap as above, over
+# users (SessionLog.group) or, without them, sessions.
 
 #: session-level estimators, in the column order of their bootstrap replicates
 SESSION_ESTIMATORS: tuple[str, ...] = ("observed", "pdis", "wpdis", "pddr")
@@ -363,7 +364,7 @@ class SessionLog(NamedTuple):
     with none missing: a lost list would break the product of weights after it."""
 
     session: np.ndarray
-    """Session id (the bootstrap cluster)."""
+    """Session id: the rows of one session share one product of weights."""
     step: np.ndarray
     """Integer decision index of the list within its session, from 0."""
     reward: np.ndarray
@@ -378,11 +379,14 @@ class SessionLog(NamedTuple):
     """pddr only: the reward model's estimate of the logged list's reward."""
     q_target: np.ndarray | None = None
     """pddr only: the reward model's expected list reward under the candidate at that state."""
+    group: np.ndarray | None = None
+    """Bootstrap cluster of the row's session, e.g. its user (one user's sessions are correlated); None:
+    each session is its own cluster. Every row of a session must name the same group."""
 
 
 def estimate_sessions(log: SessionLog, cfg: BootstrapConfig | None = None) -> dict[str, Estimate]:
     """{name: Estimate} for observed, pdis, wpdis and (when log has q_logged and q_target) pddr, per
-    impression over whole sessions, all on the same session-level resamples. `ess` is that of the
+    impression over whole sessions, all on the same resamples of groups (users; sessions by default). `ess` is that of the
     per-step weights rho_t over all rows. Raises InputError, with one line saying what is wrong, on a bad
     log."""
     cfg = cfg or BootstrapConfig()
@@ -406,7 +410,7 @@ def estimate_sessions(log: SessionLog, cfg: BootstrapConfig | None = None) -> di
 
 
 def _prepare_sessions(log: SessionLog) -> tuple[np.ndarray, int, float, float, bool]:
-    """Validate the log; per session [S, 6] sums of r, n, rho r, rho_prev n, rho n and the pddr numerator;
+    """Validate the log; per group [G, 6] sums of r, n, rho r, rho_prev n, rho n and the pddr numerator;
     plus n_rows, the ESS and the largest weight of rho, and whether pddr applies."""
     arrays, n = _columns(log, "lists")
     if (log.q_logged is None) != (log.q_target is None):
@@ -450,16 +454,23 @@ def _prepare_sessions(log: SessionLog) -> tuple[np.ndarray, int, float, float, b
         dr_term = rho * (reward - q_logged) + rho_prev * q_target
     else:
         dr_term = np.zeros(n)
-    n_sessions = int(session[-1]) + 1
+    cluster = session
+    if log.group is not None:
+        group = arrays["group"][order]
+        _, cluster = np.unique(group, return_inverse=True)
+        cluster = cluster.reshape(-1)
+        _reject(cluster != cluster[np.flatnonzero(first)[np.cumsum(first) - 1]], group,
+                "every row of a session must name the same group")
+    n_groups = int(cluster.max()) + 1
     cols = (reward, size, rho * reward, rho_prev * size, rho * size, dr_term)
-    sums = np.stack([np.bincount(session, weights=col, minlength=n_sessions) for col in cols], axis=1)  # [S, 6]
+    sums = np.stack([np.bincount(cluster, weights=col, minlength=n_groups) for col in cols], axis=1)  # [G, 6]
     sum_w, sum_w2 = rho.sum(), np.square(rho).sum()
     ess = float(sum_w**2 / sum_w2) if sum_w2 > 0 else 0.0
     return sums, n, ess, float(rho.max()), has_dr
 
 
 def _session_values(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """[c, 4] the SESSION_ESTIMATORS on c resamples given as session counts [c, S] (ones: the log). A
+    """[c, 4] the SESSION_ESTIMATORS on c resamples given as group counts [c, G] (ones: the log). A
     resample with no weight below a ratio (the candidate's lists never logged) gives 0 for it."""
     total = counts @ sums  # [c, 6]
     r, n, wr, wprev_n, w_n, dr = total.T

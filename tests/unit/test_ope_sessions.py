@@ -143,3 +143,29 @@ def test_per_decision_estimators_recover_the_on_policy_value_where_one_step_weig
     one_step = estimate_all(ImpressionLog(log.session, np.zeros(len(log.step), np.int64), log.reward, log.pscore,
                                           log.target_prob), BootstrapConfig(n_boot=50))
     assert truth - one_step["snips"].value > 0.05  # measured: 0.359 against 0.276
+
+
+def test_users_are_the_bootstrap_clusters_when_given():
+    # every user's session logged five times over (the same lists, the same clicks): resampling sessions
+    # would treat the copies as independent evidence; resampling users must not
+    base = simulate(400, 0.5, seed=5)
+    copies = 5
+    n_sessions = int(base.session.max()) + 1
+    session = np.concatenate([base.session + c * n_sessions for c in range(copies)])
+    user = np.concatenate([base.session] * copies)
+    tiled = SessionLog(session, np.tile(base.step, copies), np.tile(base.reward, copies), np.tile(base.size, copies),
+                       np.tile(base.pscore, copies), np.tile(base.target_prob, copies))
+    cfg = BootstrapConfig(n_boot=400, seed=0)
+    by_session = estimate_sessions(tiled, cfg)["pdis"]
+    by_user = estimate_sessions(tiled._replace(group=user), cfg)["pdis"]
+    alone = estimate_sessions(base, cfg)["pdis"]
+    assert by_user.value == pytest.approx(by_session.value) == pytest.approx(alone.value)
+    assert by_user.n_groups == n_sessions and by_session.n_groups == copies * n_sessions
+    width = lambda e: e.ci_high - e.ci_low  # noqa: E731
+    assert width(by_user) == pytest.approx(width(alone), rel=0.25)  # the copies add no evidence
+    assert width(by_user) > 1.6 * width(by_session)  # sqrt(5) = 2.2 in expectation
+
+
+def test_a_session_split_across_users_is_refused():
+    with pytest.raises(InputError, match="every row of a session must name the same group"):
+        estimate_sessions(hand_log(group=np.array([1, 2, 1, 2, 9])))
