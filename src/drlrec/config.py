@@ -350,6 +350,12 @@ class TrainConfig:
     td_item_grad: bool = True
     """Whether the TD loss's gradient reaches the item vectors that the Q-head shares with the CE head
     (false: the TD loss trains the encoder, the Q biases and the repeat weights only)."""
+    negative_target: Literal["online", "target"] = "online"
+    """Where the negative transitions' target gamma * max Q(s, .) comes from: `online`, the online network's
+    own detached estimate (no extra LSTM pass), or `target`, the target network's value of the online
+    network's best candidate (Double DQN, as for the logged actions; one more forward pass per update).
+    `online` bootstraps from the network being trained; with td_item_grad its targets move with every update
+    and some settings diverge (README, the head slice's DQN-LSTM study)."""
     cold_item_rate: float = -1.0
     """Share of each training batch's distinct items made cold (mapped to the unknown item, index 1, in
     states, next states and actions alike), so the unknown vector is trained and the heads learn how much

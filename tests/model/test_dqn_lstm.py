@@ -327,3 +327,30 @@ def test_repeat_factors_start_neutral_and_weight_slots_by_age_and_behaviour(mode
     loss.backward()
     for param in (net.repeat_q_factors, net.repeat_ce_factors):
         assert param.grad is not None and torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0
+
+
+def test_negative_targets_come_from_the_network_that_negative_target_names() -> None:
+    """With every logged transition terminal (discount 0) the logged actions' TD target is the reward alone,
+    so the target network reaches the loss only through the negatives' gamma * max Q(s, .): with `online` it
+    must not matter, with `target` it must, and a target equal to the online network gives `online`'s loss."""
+    torch.manual_seed(0)
+    online = DQNLSTM(60, 10, SMALL).network
+    same = DQNLSTM(60, 10, SMALL).network
+    same.load_state_dict(online.state_dict())
+    moved = DQNLSTM(60, 10, SMALL).network
+    moved.load_state_dict(online.state_dict())
+    with torch.no_grad():
+        moved.q_bias.add_(3.0)  # every Q-value of the moved target is 3 higher
+    batch = chain_task(64, 60).gather(np.arange(64), n_step=1, gamma=0.9)
+    batch = batch._replace(discount=np.zeros_like(batch.discount))
+
+    def td_loss(target: torch.nn.Module, mode: str) -> float:
+        net = DQNLSTM(60, 10, SMALL).network
+        net.load_state_dict(online.state_dict())
+        cfg = dataclasses.replace(FAST, gamma=0.9, q_negative_weight=1.0, negative_target=mode)
+        torch.manual_seed(1)  # the same sampled candidates in every call
+        return dqn_update(net, target, torch.optim.SGD(net.parameters(), lr=0.0), batch, cfg, torch.device("cpu")).td_loss
+
+    assert td_loss(moved, "online") == pytest.approx(td_loss(same, "online"), rel=1e-6)
+    assert td_loss(same, "target") == pytest.approx(td_loss(same, "online"), rel=1e-5)
+    assert abs(td_loss(moved, "target") - td_loss(same, "target")) > 0.1

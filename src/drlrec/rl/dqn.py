@@ -91,11 +91,16 @@ class DQNLoss(torch.nn.Module):
             # Negative-sampling Q-learning (SNQN, Xin et al. 2022): the logged user did not take the other
             # candidates, so each one is a transition with reward 0 that leaves the state unchanged:
             # target gamma * max_a Q(s, a) (the online network's detached estimate over the candidates, which
-            # spares a fourth LSTM pass per update). Without it the TD loss only ever touches logged actions,
-            # and the Q-head's ranking of everything else is arbitrary.
+            # spares a fourth LSTM pass per update; `negative_target: target` pays it to take the value from the
+            # target network instead, Double-DQN style). Without it the TD loss only ever touches logged
+            # actions, and the Q-head's ranking of everything else is arbitrary.
             q_all = online.q_values_of(encoded, candidates, detach).float()  # [B, C]
             with torch.no_grad():
-                stay_q = q_all.detach().masked_fill(~real, float("-inf")).max(dim=1).values  # [B]
+                best = q_all.detach().masked_fill(~real, float("-inf")).max(dim=1)  # [B] online value and argmax
+                if cfg.negative_target == "target":
+                    stay_q = target.q_of_actions(target.encode(state), candidates[best.indices]).float()  # [B]
+                else:
+                    stay_q = best.values
                 negative_target = cfg.gamma * stay_q  # [B]
             negative = real[None, :].expand_as(q_all).clone()
             negative[torch.arange(len(action), device=action.device), target_index] = False  # [B, C]
