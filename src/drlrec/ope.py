@@ -386,9 +386,9 @@ class SessionLog(NamedTuple):
 
 def estimate_sessions(log: SessionLog, cfg: BootstrapConfig | None = None) -> dict[str, Estimate]:
     """{name: Estimate} for observed, pdis, wpdis and (when log has q_logged and q_target) pddr, per
-    impression over whole sessions, all on the same resamples of groups (users; sessions by default). `ess` is that of the
-    per-step weights rho_t over all rows. Raises InputError, with one line saying what is wrong, on a bad
-    log."""
+    impression over whole sessions, all on the same resamples of groups (log.group, e.g. users; without it,
+    sessions). `ess` is that of the per-step weights rho_t over all rows. Raises InputError, with one line
+    saying what is wrong, on a bad log."""
     cfg = cfg or BootstrapConfig()
     sums, n_rows, ess, max_weight, has_dr = _prepare_sessions(log)
     cols = [i for i, name in enumerate(SESSION_ESTIMATORS) if name != "pddr" or has_dr]
@@ -459,7 +459,7 @@ def _prepare_sessions(log: SessionLog) -> tuple[np.ndarray, int, float, float, b
         group = arrays["group"][order]
         _, cluster = np.unique(group, return_inverse=True)
         cluster = cluster.reshape(-1)
-        _reject(cluster != cluster[np.flatnonzero(first)[np.cumsum(first) - 1]], group,
+        _reject(cluster != cluster[run], group,
                 "every row of a session must name the same group")
     n_groups = int(cluster.max()) + 1
     cols = (reward, size, rho * reward, rho_prev * size, rho * size, dr_term)
