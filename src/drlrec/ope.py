@@ -428,16 +428,15 @@ def _prepare_sessions(log: SessionLog) -> tuple[np.ndarray, int, float, float, b
     order = np.lexsort((step, session))  # by session, then step
     session, step = session[order], step[order].astype(np.int64)
     first = np.r_[True, session[1:] != session[:-1]]  # [n] the row opens its session
-    expected = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))  # 0, 1, ... per session
-    _reject(step != expected, step, "each session's steps must be 0, 1, 2, ... with none missing or repeated")
+    starts = np.flatnonzero(first)
+    run = np.repeat(starts, np.diff(np.r_[starts, n]))  # [n] first row of each row's session
+    _reject(step != np.arange(n) - run, step, "each session's steps must be 0, 1, 2, ... with none missing or repeated")
 
     # rho_t = prod of the ratios up to t within the session: a log-space cumulative sum restarted at each
     # session, with zeros (the candidate never shows that list) tracked apart so that they stay exact zeros.
     ratio = target_prob[order] / pscore[order]
     zero = ratio == 0
     log_ratio = np.log(np.where(zero, 1.0, ratio))
-    starts = np.flatnonzero(first)
-    run = np.repeat(starts, np.diff(np.r_[starts, n]))  # [n] first row of each row's session
     cum_log = np.cumsum(log_ratio)
     cum_zero = np.cumsum(zero)
     before_log = np.where(run > 0, cum_log[run - 1], 0.0)
