@@ -52,6 +52,7 @@ SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
         "train.n_step": IntRange(1, 3),
         "train.q_negative_weight": FloatRange(0.0, 2.0),
         "train.td_item_grad": Choice((True, False)),
+        "train.negative_target": Choice(("online", "target")),
         "train.cold_item_rate": FloatRange(0.0, 0.9),
         "model.item_dim": Choice((32, 64, 128)),
         "model.hidden": Choice((64, 128, 256)),
