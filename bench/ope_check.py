@@ -14,7 +14,11 @@ For each of --seeds seeds:
      DR, each step weighted by the product of the whole-list ratios up to it), which let the challenger's
      lists change the later states as the on-policy truth does.
   3. Truth: the challenger run on-policy in the simulator on --truth-sessions fresh seeded sessions
-     (drlrec.rl.envs.simulate_policy): clicks / (lists x k) and buys / (lists x k).
+     (drlrec.rl.envs.simulate_policy): clicks / (lists x k) and buys / (lists x k). The truth is one number
+     (the challenger's value from the same start-state distribution), so it is run once, with many sessions,
+     and every seed's CI is checked against it; its own Monte Carlo 95% CI (user bootstrap) is printed, so
+     the reader can see that its error is small beside the estimates' CIs. (Earlier versions drew a small
+     truth per seed, whose own noise then counted as estimator misses.)
 Challengers: `close`, the model's greedy top-k (the list the logging policy explores around), and `far`,
 the model's ranks k..2k-1 (items the logging policy shows only when it explores).
 
@@ -109,6 +113,23 @@ def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, see
     return np.concatenate(rows), np.concatenate(lists), {n: v / max(impressions, 1) for n, v in onestep.items()}
 
 
+def truth_with_ci(outcomes, users: np.ndarray, k: int, n_boot: int, seed: int) -> dict:
+    """{"click"|"buy": {value, ci_low, ci_high}} per impression (clicks or buys / (lists x k)) of an on-policy
+    run, with a percentile bootstrap of the sessions' users (the truth's own Monte Carlo error)."""
+    group, inverse = np.unique(users, return_inverse=True)
+    lists = np.bincount(inverse, weights=outcomes.lists, minlength=len(group)) * k
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(11,)))
+    draws = rng.integers(0, len(group), size=(n_boot, len(group))) if n_boot else np.zeros((0, len(group)), np.int64)
+    out = {}
+    for reward, per_session in (("click", outcomes.clicks), ("buy", outcomes.buys)):
+        total = np.bincount(inverse, weights=per_session, minlength=len(group))
+        value = float(total.sum() / max(lists.sum(), 1))
+        boot = total[draws].sum(axis=1) / np.maximum(lists[draws].sum(axis=1), 1)
+        low, high = np.percentile(boot, [2.5, 97.5]) if n_boot else (value, value)
+        out[reward] = {"value": value, "ci_low": float(low), "ci_high": float(high)}
+    return out
+
+
 def session_estimates(lists: np.ndarray, target_col: int, reward_col: int, n_boot: int, seed: int) -> dict:
     """Per-decision estimates over whole sessions from the list-level log (one row per list: session, step,
     clicks, buys, k, list propensity, close list?, far list?); the direct method of pddr is the logs' mean
@@ -139,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--sessions", type=int, default=2000, help="logged sessions per seed")
-    parser.add_argument("--truth-sessions", type=int, default=8000, help="on-policy sessions per seed for the truth")
+    parser.add_argument("--truth-sessions", type=int, default=40000, help="on-policy sessions of each challenger for the truth (one run)")
     parser.add_argument("--mode", choices=["epsilon", "boltzmann"], default="epsilon")
     parser.add_argument("--epsilon", type=float, default=0.3)
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -181,15 +202,21 @@ def main(argv: list[str] | None = None) -> int:
     policies = {"close": lambda s: model.recommend(s, k)[0], "far": lambda s: model.recommend(s, 2 * k)[0][:, k:]}
     runs = []
     started = time.perf_counter()
+    truths = {}
+    for name, policy in policies.items():
+        result = simulate_policy(env, policy, args.truth_sessions, 1_000_000, n_boot=0)
+        users = np.asarray(env.unwrapped.start.user_id, dtype=np.int64)[result.outcomes.start]
+        truths[name] = truth_with_ci(result.outcomes, users, k, args.bootstrap, seed=1_000_000)
+        print(f"truth of {name}: " + "; ".join(f"{r} {v['value']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
+                                               for r, v in truths[name].items())
+              + f" ({args.truth_sessions:,} sessions, {result.steps:,} lists, {time.perf_counter() - started:.0f}s)",
+              file=sys.stderr, flush=True)
     for seed in range(args.seeds):
         log, list_log, onestep = log_sessions(env, model, k, args.top_m, cfg, args.sessions, seed, simulator)
         row = {"seed": seed, "impressions": len(log), "observed": {"click": float(log[:, 2].mean()), "buy": float(log[:, 3].mean())}}
-        for c, (name, policy) in enumerate(policies.items()):
-            truth = simulate_policy(env, policy, args.truth_sessions, 1_000_000 + seed, n_boot=0)
-            lists = truth.steps
+        for c, name in enumerate(policies):
             row[name] = {
-                "truth": {"click": float(truth.outcomes.clicks.sum()) / (lists * k),
-                          "buy": float(truth.outcomes.buys.sum()) / (lists * k)},
+                "truth": {r: v["value"] for r, v in truths[name].items()},
                 "onestep": {"click": float(onestep[name][0]), "buy": float(onestep[name][1])},
                 "click": estimates(log, 5 + c, 2, args.bootstrap, seed),
                 "buy": estimates(log, 5 + c, 3, args.bootstrap, seed),
@@ -208,11 +235,11 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [
         f"# OPE against the simulator's truth: {args.seeds} seeds, {args.sessions:,} logged sessions each "
-        f"(logging: DQN-LSTM, served head, exploration {describe(cfg)}, k = {k}), truth from "
-        f"{args.truth_sessions:,} on-policy sessions per seed; per impression; 95% CIs from {args.bootstrap} "
+        f"(logging: DQN-LSTM, served head, exploration {describe(cfg)}, k = {k}), truth from one run of "
+        f"{args.truth_sessions:,} on-policy sessions per challenger; per impression; 95% CIs from {args.bootstrap} "
         f"user resamples (the start states' users)",
         "",
-        "| challenger | reward | truth (mean over seeds) | estimator | mean estimate | bias | RMSE | CI covers truth | "
+        "| challenger | reward | truth [its Monte Carlo 95% CI] | estimator | mean estimate | bias | RMSE | CI covers truth | "
         "one-step truth on the logged states | CI covers it | mean ESS |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -236,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                 summary[f"{name}/{reward}/{weights}/{est}"] = {"bias": float(err.mean()), "rmse": float(np.sqrt((err**2).mean())),
                                                     "covered": covered, "covered_onestep": covered_onestep,
                                                     "bias_onestep": float((value - onestep).mean()), "seeds": len(runs)}
-                lines.append(f"| {name} | {'CTR' if reward == 'click' else 'conversion'} | {truth.mean():.4f} | {weights} {est} | "
+                t_ci = truths[name][reward]
+                lines.append(f"| {name} | {'CTR' if reward == 'click' else 'conversion'} | {truth.mean():.4f} "
+                             f"[{t_ci['ci_low']:.4f}, {t_ci['ci_high']:.4f}] | {weights} {est} | "
                              f"{value.mean():.4f} | {err.mean():+.4f} | {np.sqrt((err ** 2).mean()):.4f} | "
                              f"{covered}/{len(runs)} | {onestep.mean():.4f} | {covered_onestep}/{len(runs)} | {ess.mean():,.0f} |")
     observed = np.array([r["observed"]["click"] for r in runs])
@@ -248,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     stem.parent.mkdir(parents=True, exist_ok=True)
     from drlrec.atomic import write_json, write_text
 
-    write_json(stem.with_suffix(".json"), {"args": vars(args), "summary": summary, "runs": runs})
+    write_json(stem.with_suffix(".json"), {"args": vars(args), "truth": truths, "summary": summary, "runs": runs})
     write_text(stem.with_suffix(".md"), table)
     return 0
 
