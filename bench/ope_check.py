@@ -15,9 +15,10 @@ For each of --seeds seeds:
      lists change the later states as the on-policy truth does.
   3. Truth: the challenger run on-policy in the simulator on --truth-sessions fresh seeded sessions
      (drlrec.rl.envs.simulate_policy): clicks / (lists x k) and buys / (lists x k). The truth is one number
-     (the challenger's value from the same start-state distribution), so it is run once, with many sessions,
-     and every seed's CI is checked against it; its own Monte Carlo 95% CI (user bootstrap) is printed, so
-     the reader can see that its error is small beside the estimates' CIs. (Earlier versions drew a small
+     (the challenger's value from the same start-state distribution), so it is run once, with many sessions
+     (--truth-runs independent seeded runs, pooled), and every seed's CI is checked against it; its own
+     Monte Carlo 95% CI (from the spread of the runs) is printed, so the reader can see that its error is
+     small beside the estimates' CIs. (Earlier versions drew a small
      truth per seed, whose own noise then counted as estimator misses.)
 Challengers: `close`, the model's greedy top-k (the list the logging policy explores around), and `far`,
 the model's ranks k..2k-1 (items the logging policy shows only when it explores).
@@ -113,20 +114,27 @@ def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, see
     return np.concatenate(rows), np.concatenate(lists), {n: v / max(impressions, 1) for n, v in onestep.items()}
 
 
-def truth_with_ci(outcomes, users: np.ndarray, k: int, n_boot: int, seed: int) -> dict:
-    """{"click"|"buy": {value, ci_low, ci_high}} per impression (clicks or buys / (lists x k)) of an on-policy
-    run, with a percentile bootstrap of the sessions' users (the truth's own Monte Carlo error)."""
-    group, inverse = np.unique(users, return_inverse=True)
-    lists = np.bincount(inverse, weights=outcomes.lists, minlength=len(group)) * k
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(11,)))
-    draws = rng.integers(0, len(group), size=(n_boot, len(group))) if n_boot else np.zeros((0, len(group)), np.int64)
+def on_policy_truth(env, policy, sessions: int, runs: int, k: int) -> dict:
+    """{"click"|"buy": {value, ci_low, ci_high, runs}}: the challenger's per-impression value (clicks or buys
+    / (lists x k)) over `sessions` on-policy sessions, run as `runs` independent seeded replicates
+    (simulate_policy seeds 1,000,000 + r), pooled; the 95% CI is its Monte Carlo error from the spread of
+    the replicates (pooled +/- t x sd / sqrt(runs)), which assumes nothing about how sessions depend on
+    each other."""
+    from scipy import stats
+
+    from drlrec.rl.envs import simulate_policy
+
+    size = -(-sessions // runs)
+    clicks, buys, impressions = np.zeros(runs), np.zeros(runs), np.zeros(runs)
+    for r in range(runs):
+        result = simulate_policy(env, policy, size, 1_000_000 + r, n_boot=0)
+        clicks[r], buys[r], impressions[r] = result.outcomes.clicks.sum(), result.outcomes.buys.sum(), result.steps * k
     out = {}
-    for reward, per_session in (("click", outcomes.clicks), ("buy", outcomes.buys)):
-        total = np.bincount(inverse, weights=per_session, minlength=len(group))
-        value = float(total.sum() / max(lists.sum(), 1))
-        boot = total[draws].sum(axis=1) / np.maximum(lists[draws].sum(axis=1), 1)
-        low, high = np.percentile(boot, [2.5, 97.5]) if n_boot else (value, value)
-        out[reward] = {"value": value, "ci_low": float(low), "ci_high": float(high)}
+    t = float(stats.t.ppf(0.975, runs - 1)) if runs > 1 else 0.0
+    for reward, total in (("click", clicks), ("buy", buys)):
+        value = float(total.sum() / max(impressions.sum(), 1))
+        half = t * float(np.std(total / np.maximum(impressions, 1), ddof=1)) / np.sqrt(runs) if runs > 1 else 0.0
+        out[reward] = {"value": value, "ci_low": value - half, "ci_high": value + half, "runs": runs}
     return out
 
 
@@ -160,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--sessions", type=int, default=2000, help="logged sessions per seed")
-    parser.add_argument("--truth-sessions", type=int, default=40000, help="on-policy sessions of each challenger for the truth (one run)")
+    parser.add_argument("--truth-sessions", type=int, default=40000, help="on-policy sessions of each challenger for the truth")
+    parser.add_argument("--truth-runs", type=int, default=20, help="independent seeded runs the truth sessions are split into "
+                        "(the spread of their values is the truth's Monte Carlo error)")
     parser.add_argument("--mode", choices=["epsilon", "boltzmann"], default="epsilon")
     parser.add_argument("--epsilon", type=float, default=0.3)
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -172,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     from drlrec.config import load_params
     from drlrec.errors import DrlrecError
     from drlrec.models.dqn_lstm import DQNLSTM
-    from drlrec.rl.envs import simulate_policy, simulated_env
+    from drlrec.rl.envs import simulated_env
     from drlrec.rl.simulator import UserSimulator
     from drlrec.serving.exploration import check, describe
 
@@ -204,12 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     truths = {}
     for name, policy in policies.items():
-        result = simulate_policy(env, policy, args.truth_sessions, 1_000_000, n_boot=0)
-        users = np.asarray(env.unwrapped.start.user_id, dtype=np.int64)[result.outcomes.start]
-        truths[name] = truth_with_ci(result.outcomes, users, k, args.bootstrap, seed=1_000_000)
+        truths[name] = on_policy_truth(env, policy, args.truth_sessions, args.truth_runs, k)
         print(f"truth of {name}: " + "; ".join(f"{r} {v['value']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
                                                for r, v in truths[name].items())
-              + f" ({args.truth_sessions:,} sessions, {result.steps:,} lists, {time.perf_counter() - started:.0f}s)",
+              + f" ({args.truth_sessions:,} sessions in {args.truth_runs} seeded runs, {time.perf_counter() - started:.0f}s)",
               file=sys.stderr, flush=True)
     for seed in range(args.seeds):
         log, list_log, onestep = log_sessions(env, model, k, args.top_m, cfg, args.sessions, seed, simulator)
@@ -235,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [
         f"# OPE against the simulator's truth: {args.seeds} seeds, {args.sessions:,} logged sessions each "
-        f"(logging: DQN-LSTM, served head, exploration {describe(cfg)}, k = {k}), truth from one run of "
-        f"{args.truth_sessions:,} on-policy sessions per challenger; per impression; 95% CIs from {args.bootstrap} "
+        f"(logging: DQN-LSTM, served head, exploration {describe(cfg)}, k = {k}), truth from "
+        f"{args.truth_sessions:,} on-policy sessions per challenger ({args.truth_runs} seeded runs); per impression; 95% CIs from {args.bootstrap} "
         f"user resamples (the start states' users)",
         "",
         "| challenger | reward | truth [its Monte Carlo 95% CI] | estimator | mean estimate | bias | RMSE | CI covers truth | "
