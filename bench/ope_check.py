@@ -134,7 +134,7 @@ def on_policy_truth(env, policy, sessions: int, runs: int, k: int) -> dict:
     for reward, total in (("click", clicks), ("buy", buys)):
         value = float(total.sum() / max(impressions.sum(), 1))
         half = t * float(np.std(total / np.maximum(impressions, 1), ddof=1)) / np.sqrt(runs) if runs > 1 else 0.0
-        out[reward] = {"value": value, "ci_low": value - half, "ci_high": value + half, "runs": runs}
+        out[reward] = {"value": value, "ci_low": max(value - half, 0.0), "ci_high": value + half, "runs": runs}  # a rate is >= 0
     return out
 
 
