@@ -90,35 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         print("ope_calibration: error: need --seeds >= 3, --sessions >= 1 and --bootstrap >= 1", file=sys.stderr)
         return 2
 
-    from ope_check import log_sessions
+    from ope_check import load_setup, log_sessions
 
-    from drlrec.config import load_params
     from drlrec.errors import DrlrecError
-    from drlrec.models.dqn_lstm import DQNLSTM
-    from drlrec.rl.envs import simulated_env
-    from drlrec.rl.simulator import UserSimulator
-    from drlrec.serving.exploration import check
 
+    cfg = SimpleNamespace(mode="epsilon", epsilon=args.epsilon, top_m=args.top_m, temperature=1.0, mc_samples=2000)
     try:
-        params = load_params(args.params)
-        model_path = Path(params.paths.model) / "model.pt"
-        sim_path = Path(params.paths.simulator) / "simulator.npz"
-        for path in (model_path, sim_path):
-            if not path.is_file():
-                raise DrlrecError(f"{path}: missing (run `make run` first)")
-        cfg = SimpleNamespace(mode="epsilon", epsilon=args.epsilon, top_m=args.top_m, temperature=1.0, mc_samples=2000)
-        check(cfg)
+        params, model, _, env, k = load_setup(args.params, cfg, threads=args.threads)
     except DrlrecError as exc:
         print(f"ope_calibration: error: {exc}", file=sys.stderr)
-        return 2
-    import torch
-
-    torch.set_num_threads(args.threads)
-    model = DQNLSTM.load(model_path)
-    env = simulated_env(params.paths.features, params.paths.events, UserSimulator.load(sim_path), params.env, params.featurize)
-    k = params.env.k
-    if args.top_m < 2 * k:
-        print(f"ope_calibration: error: --top-m {args.top_m} must be at least 2 k = {2 * k}", file=sys.stderr)
         return 2
     stem = Path(args.out) if args.out else Path(params.paths.artifacts) / "ope" / "ope_calibration"
     stem.parent.mkdir(parents=True, exist_ok=True)

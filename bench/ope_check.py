@@ -163,6 +163,35 @@ def estimates(log: np.ndarray, target_col: int, reward_col: int, n_boot: int, se
     return {name: e.to_dict() for name, e in estimate_all(imp, BootstrapConfig(n_boot=n_boot, seed=seed)).items()}
 
 
+def load_setup(params_path: str, explore_cfg, threads: int):
+    """(params, model, simulator, env, k) for a check: the trained DQN-LSTM, the calibrated simulator and
+    the simulated env over the validation states. Raises DrlrecError (one line) when an artifact is
+    missing, the exploration settings are bad, or top_m < 2 k (the far challenger needs ranks k..2k-1)."""
+    import torch
+
+    from drlrec.config import load_params
+    from drlrec.errors import DrlrecError
+    from drlrec.models.dqn_lstm import DQNLSTM
+    from drlrec.rl.envs import simulated_env
+    from drlrec.rl.simulator import UserSimulator
+    from drlrec.serving.exploration import check
+
+    params = load_params(params_path)
+    model_path = Path(params.paths.model) / "model.pt"
+    sim_path = Path(params.paths.simulator) / "simulator.npz"
+    for path in (model_path, sim_path):
+        if not path.is_file():
+            raise DrlrecError(f"{path}: missing (run `make run` first)")
+    check(explore_cfg)
+    k = params.env.k
+    if explore_cfg.top_m < 2 * k:
+        raise DrlrecError(f"--top-m {explore_cfg.top_m} must be at least 2 k = {2 * k} (the far challenger)")
+    torch.set_num_threads(threads)
+    simulator = UserSimulator.load(sim_path)
+    env = simulated_env(params.paths.features, params.paths.events, simulator, params.env, params.featurize)
+    return params, DQNLSTM.load(model_path), simulator, env, k
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
@@ -179,35 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output stem (default <paths.artifacts>/ope/ope_check)")
     args = parser.parse_args(argv)
 
-    from drlrec.config import load_params
     from drlrec.errors import DrlrecError
-    from drlrec.models.dqn_lstm import DQNLSTM
-    from drlrec.rl.envs import simulated_env
-    from drlrec.rl.simulator import UserSimulator
-    from drlrec.serving.exploration import check, describe
+    from drlrec.serving.exploration import describe
 
+    cfg = SimpleNamespace(mode=args.mode, epsilon=args.epsilon, top_m=args.top_m, temperature=args.temperature,
+                          mc_samples=2000)
     try:
-        params = load_params(args.params)
-        model_path = Path(params.paths.model) / "model.pt"
-        sim_path = Path(params.paths.simulator) / "simulator.npz"
-        for path in (model_path, sim_path):
-            if not path.is_file():
-                raise DrlrecError(f"{path}: missing (run `make run` first)")
-        cfg = SimpleNamespace(mode=args.mode, epsilon=args.epsilon, top_m=args.top_m, temperature=args.temperature,
-                              mc_samples=2000)
-        check(cfg)
+        if args.truth_runs < 2 or args.truth_sessions < args.truth_runs:
+            raise DrlrecError("--truth-runs must be at least 2 and at most --truth-sessions (its spread is the truth's error)")
+        params, model, simulator, env, k = load_setup(args.params, cfg, threads=2)
     except DrlrecError as exc:
         print(f"ope_check: error: {exc}", file=sys.stderr)
-        return 2
-    import torch
-
-    torch.set_num_threads(2)
-    model = DQNLSTM.load(model_path)
-    simulator = UserSimulator.load(sim_path)
-    env = simulated_env(params.paths.features, params.paths.events, simulator, params.env, params.featurize)
-    k = params.env.k
-    if args.top_m < 2 * k:
-        print(f"ope_check: error: --top-m {args.top_m} must be at least 2 k = {2 * k} (the far challenger)", file=sys.stderr)
         return 2
     policies = {"close": lambda s: model.recommend(s, k)[0], "far": lambda s: model.recommend(s, 2 * k)[0][:, k:]}
     runs = []
