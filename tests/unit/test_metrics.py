@@ -36,6 +36,27 @@ def test_rank_agrees_with_top_k() -> None:
         assert np.array_equal(in_list, ranks <= k), k
 
 
+def test_top_k_equals_a_full_sort_with_ties_across_the_cut() -> None:
+    """top_k against a reference that sorts every row (score descending, then item ascending): integer
+    scores put runs of ties inside the list, across its k-th place and after it; rows with every item or
+    all but a few excluded, and k up to the catalogue's size."""
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 4, (200, 9)).astype(np.float32)
+    exclude = np.zeros(scores.shape, dtype=bool)
+    exclude[:5, 2:] = True  # nothing rankable
+    exclude[5:10, 2:6] = True  # fewer rankable items than k
+    for k in (1, 2, 3, 5, 7):
+        items, top = top_k(scores, k, exclude)
+        for row in range(len(scores)):
+            cols = np.flatnonzero(~exclude[row, 2:]) + 2
+            order = cols[np.lexsort((cols, -scores[row, cols]))][:k]
+            want = np.full(k, -1)
+            want[: len(order)] = order
+            assert items[row].tolist() == want.tolist(), (k, row)
+            assert top[row, : len(order)].tolist() == scores[row, order].tolist(), (k, row)
+            assert np.isneginf(top[row, len(order):]).all(), (k, row)
+
+
 def test_exclusion_mask_removes_items_and_unranks_excluded_targets() -> None:
     scores = np.array([[0, 0, 5.0, 4.0, 3.0], [0, 0, 5.0, 4.0, 3.0]])
     exclude = np.array([[False, False, True, False, False], [False, False, False, True, False]])

@@ -137,22 +137,38 @@ def top_k(
     import torch
 
     # nan_to_num copies, so the caller's scores are never modified
-    t = torch.nan_to_num(torch.as_tensor(scores, dtype=torch.float32), nan=-np.inf)  # [B, n_items]
+    return top_k_(torch.nan_to_num(torch.as_tensor(scores, dtype=torch.float32), nan=-np.inf), k, exclude)
+
+
+def top_k_(t, k: int, exclude: list[np.ndarray] | np.ndarray | None = None, shift=None) -> tuple[np.ndarray, np.ndarray]:
+    """top_k of a [B, n_items] float32 tensor with no NaN that the caller hands over: masked in place, so
+    the scores are not copied (the caller must not use `t` afterwards). `shift` [B] (optional) is added to
+    the returned scores only: the top-k of t + shift, when the caller scored up to a per-row constant."""
+    import torch
+
     batch, n_items = t.shape
-    t[:, : min(FIRST_REAL_ITEM, n_items)] = -np.inf
+    # masked through a numpy view on CPU: torch's indexed assignment costs ~0.1 ms a call, which is a
+    # tenth of a single user's request at 100k items
+    masked = t if t.is_cuda else t.numpy()
+    masked[:, : min(FIRST_REAL_ITEM, n_items)] = -np.inf
     if exclude is not None:
         if isinstance(exclude, np.ndarray) and exclude.dtype == bool:
-            t[torch.from_numpy(exclude)] = -np.inf
+            masked[torch.from_numpy(exclude) if t.is_cuda else exclude] = -np.inf
         elif batch:
             rows = np.repeat(np.arange(batch), [len(e) for e in exclude])
             cols = np.concatenate([np.asarray(e, dtype=np.int64).ravel() for e in exclude])
             ok = (cols >= 0) & (cols < n_items)
-            t[torch.from_numpy(rows[ok]), torch.from_numpy(cols[ok])] = -np.inf
+            if t.is_cuda:
+                masked[torch.from_numpy(rows[ok]), torch.from_numpy(cols[ok])] = -np.inf
+            else:
+                masked[rows[ok], cols[ok]] = -np.inf
     k = int(min(k, max(n_items - FIRST_REAL_ITEM, 0)))
     if k <= 0 or batch == 0:
         return np.zeros((batch, max(k, 0)), dtype=np.int64), np.zeros((batch, max(k, 0)), dtype=np.float32)
     items_np, top_scores = exact_top_k(t, k)
     valid = np.isfinite(top_scores)
+    if shift is not None:
+        top_scores = top_scores + np.asarray(shift, dtype=np.float32).reshape(-1, 1)
     return np.where(valid, items_np, -1).astype(np.int64), np.where(valid, top_scores, -np.inf).astype(np.float32)
 
 
@@ -162,14 +178,21 @@ def exact_top_k(t, k: int) -> tuple[np.ndarray, np.ndarray]:
     scores are left in place (top_k turns them into -1)."""
     import torch
 
-    values, items = t.topk(k, dim=1)  # [B, k]
-    kth = values[:, -1:]  # [B, 1]
-    # topk may cut inside a run of scores equal to the k-th: keep the lowest indices of that run
-    if t.is_cuda:
-        tied = ((t >= kth).sum(dim=1) > k) & torch.isfinite(kth[:, 0])
-    else:  # np.count_nonzero along rows is ~8x faster than torch's bool sum on CPU (the cost of a batched top-k)
-        tied = torch.from_numpy((np.count_nonzero(t.numpy() >= kth.numpy(), axis=1) > k) & np.isfinite(kth.numpy()[:, 0]))
-    tied_rows = tied.nonzero().flatten()
+    values, items = t.topk(min(k + 1, t.shape[1]), dim=1)  # [B, k (+1)]: the (k+1)-th shows a tie across the cut
+    kth = values[:, k - 1 : k]  # [B, 1]
+    # topk may cut inside a run of scores equal to the k-th: keep the lowest indices of that run. Only a row
+    # whose (k+1)-th score equals its k-th can hold such a run, so only those rows are counted in full.
+    tied_rows = torch.zeros(0, dtype=torch.long, device=t.device)
+    if values.shape[1] > k:
+        maybe_rows = ((values[:, k] >= kth[:, 0]) & torch.isfinite(kth[:, 0])).nonzero().flatten()
+        if len(maybe_rows):
+            sub_t, sub_kth = t[maybe_rows], kth[maybe_rows]
+            if t.is_cuda:
+                over = (sub_t >= sub_kth).sum(dim=1) > k
+            else:  # np.count_nonzero along rows is ~8x faster than torch's bool sum on CPU
+                over = torch.from_numpy(np.count_nonzero(sub_t.numpy() >= sub_kth.numpy(), axis=1) > k)
+            tied_rows = maybe_rows[over.to(t.device)]
+    values, items = values[:, :k], items[:, :k].contiguous()
     if len(tied_rows):
         sub, sub_kth = t[tied_rows], kth[tied_rows]
         chosen = sub > sub_kth  # [r, n_items]

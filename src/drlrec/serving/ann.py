@@ -31,7 +31,7 @@ import torch
 
 from drlrec.config import AnnConfig
 from drlrec.errors import ConfigError
-from drlrec.models.base import FIRST_REAL_ITEM, StateBatch, top_k
+from drlrec.models.base import FIRST_REAL_ITEM, StateBatch, top_k_
 from drlrec.models.dqn_lstm import Encoding, QNetwork, TensorStates
 
 
@@ -129,10 +129,18 @@ class FullScan:
     @torch.no_grad()
     def scores(self, states: StateBatch) -> torch.Tensor:
         """score(states) of the model, [B, n_items] float32."""
+        scores, shift = self._shifted_scores(states)
+        return scores if shift is None else scores.add_(shift[:, None])
+
+    @torch.no_grad()
+    def _shifted_scores(self, states: StateBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(s [B, n_items], shift [B] or None): the model's scores are s + shift. The CE mixture's
+        log P(explore) - LSE is the same for every item of a row, so it is left out of the pass over the
+        catalogue (recommend adds it to the k scores it returns) and the state's items are mixed on that scale."""
         network = self.network
         enc = network.encode(TensorStates(states, self.model.device))
         if self.head == "ce" and not self.mixture:
-            return network.ce_logits(enc).float()
+            return network.ce_logits(enc).float(), None
         table = scan_table(network, self.head)
         query = head_query(network, enc, self.head)  # [B, query_dim]
         if table.query_map is not None:
@@ -143,21 +151,22 @@ class FullScan:
                 scores = network._add_repeat(enc, network.repeat_q, scores)
             if network.value is not None:
                 scores = network.value(enc.phi) + scores - network._mean_advantage(enc)[:, None]
-            return scores
+            return scores, None
         slot_prob, log_repeat, log_explore = network._repeat_slots(enc)  # [B, L], [B, 1], [B, 1]
-        lse = scores.logsumexp(dim=1)  # [B] explore_logsumexp
-        scores.sub_(lse[:, None]).add_(log_explore)  # [B, n] log P(explore) p(i | explore)
+        shift = log_explore[:, 0] - scores.logsumexp(dim=1)  # [B] log P(explore) - explore_logsumexp
         seq = enc.history.item_seq  # [B, L]
         for row in range(states.batch_size):  # the state's own items: mixed with the repeat side (as _mixture)
             known = slot_prob[row] > 0  # slots of recommendable items (0 at padding and unknown)
             if known.any():
                 items, slot_item = torch.unique(seq[row][known], return_inverse=True)
                 repeat_prob = torch.zeros(len(items), dtype=slot_prob.dtype).scatter_add_(0, slot_item, slot_prob[row][known])
-                scores[row, items] = torch.logaddexp(scores[row, items], log_repeat[row, 0] + torch.log(repeat_prob))
-        return scores
+                # logaddexp(s + shift, log P(repeat) + log p(i | repeat)) - shift
+                scores[row, items] = torch.logaddexp(scores[row, items], log_repeat[row, 0] + torch.log(repeat_prob) - shift[row])
+        return scores, shift
 
     def recommend(self, states: StateBatch, k: int, exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return top_k(self.scores(states).numpy(), k, exclude)
+        scores, shift = self._shifted_scores(states)
+        return top_k_(scores.nan_to_num_(nan=-np.inf), k, exclude, None if shift is None else shift.numpy())
 
 
 def inner_products(query: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
