@@ -12,7 +12,9 @@ For each of --seeds seeds:
      user share that user's history, so they are not independent).
      Also over whole sessions (drlrec.ope.estimate_sessions: per-decision IS, weighted PDIS and per-decision
      DR, each step weighted by the product of the whole-list ratios up to it), which let the challenger's
-     lists change the later states as the on-policy truth does.
+     lists change the later states as the on-policy truth does. Per-decision DR twice: with the logs' mean
+     list reward per step as its direct method, and with the simulator's response model (the expected
+     clicks and buys of the logged list and of the challenger's list at each logged state).
   3. Truth: the challenger run on-policy in the simulator on --truth-sessions fresh seeded sessions
      (drlrec.rl.envs.simulate_policy): clicks / (lists x k) and buys / (lists x k). The truth is one number
      (the challenger's value from the same start-state distribution), so it is run once, with many sessions
@@ -33,7 +35,10 @@ truth also lets the challenger's lists change the later states of a session. The
 target the on-policy truth; their weights are products over a session's lists, so they need little
 exploration (at --epsilon 0.3 a greedy list of 10 is logged 2.8% of the time, at 0.05 about 60%).
 
-Run: python bench/ope_check.py [--seeds 20] [--sessions 2000] [--mode epsilon] [--epsilon 0.3] [--top-m 30]
+--epsilon (or --temperature) may list several settings (0.05,0.01): each logs its own seeds and is checked
+against the same truth, so the table shows how much exploration each estimator needs.
+
+Run: python bench/ope_check.py [--seeds 20] [--sessions 2000] [--mode epsilon] [--epsilon 0.05,0.01] [--top-m 30]
      (after `make run`: needs artifacts/features, artifacts/model/model.pt and artifacts/simulator)
 Prints the table and writes --out (default artifacts/ope/ope_check.json and .md; untracked).
 """
@@ -51,24 +56,26 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def expected_per_impression(simulator, states, items: np.ndarray) -> np.ndarray:
-    """[2] expected clicks and buys per impression of the lists `items` [B, k] at `states`, summed over the
-    rows: the simulator's own response probabilities (with its at-most-one-item normalisation), no draw."""
+def expected_per_list(simulator, states, items: np.ndarray) -> np.ndarray:
+    """[B, 2] expected clicks and buys of each list `items` [B, k] at `states`: the simulator's own response
+    probabilities (with its at-most-one-item normalisation), no draw."""
     from drlrec.schema import BUY
 
     probs = simulator.probabilities(states, items).behavior_prob.astype(np.float64)  # [B, k, 4]
     total = probs.reshape(len(items), -1).sum(axis=1)
     scale = np.where(total > 1.0, 1.0 / np.maximum(total, 1e-12), 1.0)
-    return np.array([(probs.sum(axis=2).sum(axis=1) * scale).sum(), (probs[:, :, BUY].sum(axis=1) * scale).sum()])
+    return np.stack([probs.sum(axis=2).sum(axis=1) * scale, probs[:, :, BUY].sum(axis=1) * scale], axis=1)
 
 
 def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, seed: int, simulator=None):
     """Serve `sessions` simulated sessions with exploration; per impression: session, slot, click, buy,
     propensity, and each challenger's probability of the logged item (close: greedy rank j at slot j; far:
     rank k + j at slot j). With `simulator`, also each challenger's expected clicks and buys per impression
-    on the logged states (the one-step truth: what a per-slot estimator estimates). The last column of
-    both the impression rows and the list rows (session, step, clicks, buys, k, list propensity, close
-    list?, far list?) is the session's user."""
+    on the logged states (the one-step truth: what a per-slot estimator estimates). Impression rows end with
+    the session's user (column 10); list rows are (session, step, clicks, buys, k, list propensity, close
+    list?, far list?, user, then the simulator's expected clicks and buys of the logged list, of close's
+    list and of far's list at that state: the reward model of session pddr with the simulator as its direct
+    method; NaN without `simulator`)."""
     from drlrec.models.base import StateBatch
     from drlrec.serving.exploration import explore
 
@@ -84,9 +91,12 @@ def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, see
         states = core.batch_states(session)
         live = StateBatch(*(a[active] for a in states))
         items, scores = model.recommend(live, top_m)  # [A, M] best first
+        expected = np.full((len(active), 6), np.nan)  # logged, close, far list: (clicks, buys) each
         if simulator is not None:
-            onestep["close"] += expected_per_impression(simulator, live, items[:, :k])
-            onestep["far"] += expected_per_impression(simulator, live, items[:, k:2 * k])
+            expected[:, 2:4] = expected_per_list(simulator, live, items[:, :k])
+            expected[:, 4:6] = expected_per_list(simulator, live, items[:, k:2 * k])
+            onestep["close"] += expected[:, 2:4].sum(axis=0)
+            onestep["far"] += expected[:, 4:6].sum(axis=0)
             impressions += items.shape[0] * k
         shown = np.zeros((sessions, k), dtype=np.int64)
         positions = np.zeros((len(active), k), dtype=np.int64)
@@ -96,6 +106,8 @@ def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, see
             choice = explore(scores[r].astype(np.float64), k, explore_cfg, rng)
             positions[r], pscore[r], list_pscore[r] = choice.positions, choice.propensity, choice.list_propensity
         shown[active] = np.take_along_axis(items, positions, axis=1)
+        if simulator is not None:
+            expected[:, 0:2] = expected_per_list(simulator, live, shown[active])
         step = session.steps[active].copy()  # the list's decision index in its session
         out = core.step_batch(session, shown, rng)
         acted = out.item[active]
@@ -109,8 +121,8 @@ def log_sessions(env, model, k: int, top_m: int, explore_cfg, sessions: int, see
                               (positions == slots).ravel(), (positions == slots + k).ravel(),
                               np.repeat(list_pscore, k), np.repeat(close_list, k), np.repeat(far_list, k),
                               np.repeat(user[active], k)], axis=1))
-        lists.append(np.stack([active, step, click.sum(axis=1), buy.sum(axis=1), np.full(len(active), k), list_pscore,
-                               close_list, far_list, user[active]], axis=1))
+        lists.append(np.concatenate([np.stack([active, step, click.sum(axis=1), buy.sum(axis=1), np.full(len(active), k),
+                                               list_pscore, close_list, far_list, user[active]], axis=1), expected], axis=1))
     return np.concatenate(rows), np.concatenate(lists), {n: v / max(impressions, 1) for n, v in onestep.items()}
 
 
@@ -138,17 +150,24 @@ def on_policy_truth(env, policy, sessions: int, runs: int, k: int) -> dict:
     return out
 
 
-def session_estimates(lists: np.ndarray, target_col: int, reward_col: int, n_boot: int, seed: int) -> dict:
-    """Per-decision estimates over whole sessions from the list-level log (one row per list: session, step,
-    clicks, buys, k, list propensity, close list?, far list?); the direct method of pddr is the logs' mean
-    list reward at each step (it does not depend on the candidate)."""
+def session_estimates(lists: np.ndarray, target_col: int, reward_col: int, n_boot: int, seed: int,
+                      dm: str = "logs") -> dict:
+    """Per-decision estimates over whole sessions from the list-level log (log_sessions' list rows). The
+    direct method of pddr: `logs`, the logs' mean list reward at each step (the same for every candidate);
+    `simulator`, the simulator's expected reward of the logged list and of the candidate's list at each
+    logged state (list columns 9-14; the response model the issue allows as the direct method)."""
     from drlrec.ope import BootstrapConfig, SessionLog, estimate_sessions, slot_mean_reward
 
     step = lists[:, 1].astype(np.int64)
     reward = lists[:, reward_col]
-    q = slot_mean_reward(step, reward)
+    if dm == "simulator":
+        which = reward_col - 2  # 0 clicks, 1 buys
+        q_logged = lists[:, 9 + which]
+        q_target = lists[:, 11 + 2 * (target_col - 6) + which]  # close (col 6) -> 11/12, far (col 7) -> 13/14
+    else:
+        q_logged = q_target = slot_mean_reward(step, reward)
     log = SessionLog(session=lists[:, 0].astype(np.int64), group=lists[:, 8].astype(np.int64), step=step, reward=reward, size=lists[:, 4],
-                     pscore=lists[:, 5], target_prob=lists[:, target_col], q_logged=q, q_target=q)
+                     pscore=lists[:, 5], target_prob=lists[:, target_col], q_logged=q_logged, q_target=q_target)
     return {name: e.to_dict() for name, e in estimate_sessions(log, BootstrapConfig(n_boot=n_boot, seed=seed)).items()}
 
 
@@ -201,27 +220,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truth-runs", type=int, default=20, help="independent seeded runs the truth sessions are split into "
                         "(the spread of their values is the truth's Monte Carlo error)")
     parser.add_argument("--mode", choices=["epsilon", "boltzmann"], default="epsilon")
-    parser.add_argument("--epsilon", type=float, default=0.3)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--epsilon", default="0.05,0.01", help="epsilon of --mode epsilon; a comma list runs the check at "
+                        "each, against the same truth (default: %(default)s)")
+    parser.add_argument("--temperature", default="1.0", help="temperature of --mode boltzmann; a comma list runs each")
     parser.add_argument("--top-m", type=int, default=30)
     parser.add_argument("--bootstrap", type=int, default=500)
     parser.add_argument("--out", default=None, help="output stem (default <paths.artifacts>/ope/ope_check)")
     args = parser.parse_args(argv)
 
     from drlrec.errors import DrlrecError
-    from drlrec.serving.exploration import describe
+    from drlrec.serving.exploration import check, describe
 
-    cfg = SimpleNamespace(mode=args.mode, epsilon=args.epsilon, top_m=args.top_m, temperature=args.temperature,
-                          mc_samples=2000)
     try:
+        values = [float(v) for v in (args.epsilon if args.mode == "epsilon" else args.temperature).split(",") if v.strip()]
+    except ValueError:
+        print(f"ope_check: error: --epsilon/--temperature must be numbers separated by commas (got {args.epsilon!r}, "
+              f"{args.temperature!r})", file=sys.stderr)
+        return 2
+    configs = [SimpleNamespace(mode=args.mode, epsilon=v if args.mode == "epsilon" else 0.0, top_m=args.top_m,
+                               temperature=v if args.mode == "boltzmann" else 1.0, mc_samples=2000) for v in values]
+    try:
+        if not configs:
+            raise DrlrecError("no exploration setting given (--epsilon or --temperature is empty)")
         if args.truth_runs < 2 or args.truth_sessions < args.truth_runs:
             raise DrlrecError("--truth-runs must be at least 2 and at most --truth-sessions (its spread is the truth's error)")
-        params, model, simulator, env, k = load_setup(args.params, cfg, threads=2)
+        for cfg in configs[1:]:
+            check(cfg)
+        params, model, simulator, env, k = load_setup(args.params, configs[0], threads=2)
     except DrlrecError as exc:
         print(f"ope_check: error: {exc}", file=sys.stderr)
         return 2
     policies = {"close": lambda s: model.recommend(s, k)[0], "far": lambda s: model.recommend(s, 2 * k)[0][:, k:]}
-    runs = []
     started = time.perf_counter()
     truths = {}
     for name, policy in policies.items():
@@ -230,75 +259,102 @@ def main(argv: list[str] | None = None) -> int:
                                                for r, v in truths[name].items())
               + f" ({args.truth_sessions:,} sessions in {args.truth_runs} seeded runs, {time.perf_counter() - started:.0f}s)",
               file=sys.stderr, flush=True)
-    for seed in range(args.seeds):
-        log, list_log, onestep = log_sessions(env, model, k, args.top_m, cfg, args.sessions, seed, simulator)
-        row = {"seed": seed, "impressions": len(log), "observed": {"click": float(log[:, 2].mean()), "buy": float(log[:, 3].mean())}}
-        for c, name in enumerate(policies):
-            row[name] = {
-                "truth": {r: v["value"] for r, v in truths[name].items()},
-                "onestep": {"click": float(onestep[name][0]), "buy": float(onestep[name][1])},
-                "click": estimates(log, 5 + c, 2, args.bootstrap, seed),
-                "buy": estimates(log, 5 + c, 3, args.bootstrap, seed),
-                "list": {"click": estimates(log, 8 + c, 2, args.bootstrap, seed, pscore_col=7),
-                         "buy": estimates(log, 8 + c, 3, args.bootstrap, seed, pscore_col=7)},
-                "session": {"click": session_estimates(list_log, 6 + c, 2, args.bootstrap, seed),
-                            "buy": session_estimates(list_log, 6 + c, 3, args.bootstrap, seed)},
-            }
-        runs.append(row)
-        print(f"seed {seed}: {len(log):,} impressions, observed CTR {row['observed']['click']:.4f}; "
-              + "; ".join(f"{n} truth {row[n]['truth']['click']:.4f} slot DR {row[n]['click']['dr']['value']:.4f} "
-                          f"[{row[n]['click']['dr']['ci_low']:.4f}, {row[n]['click']['dr']['ci_high']:.4f}], session PDDR "
-                          f"{row[n]['session']['click']['pddr']['value']:.4f} [{row[n]['session']['click']['pddr']['ci_low']:.4f}, "
-                          f"{row[n]['session']['click']['pddr']['ci_high']:.4f}]" for n in policies)
-              + f" ({time.perf_counter() - started:.0f}s)", file=sys.stderr, flush=True)
+    settings = {}
+    for cfg in configs:
+        label = describe(cfg)
+        runs = []
+        for seed in range(args.seeds):
+            print(f"{label}, seed {seed} ({time.perf_counter() - started:.0f}s)", file=sys.stderr, flush=True)
+            runs.append(check_seed(env, model, simulator, k, cfg, args, seed, truths, policies))
+        settings[label] = {"runs": runs, "summary": summarize(runs, policies)}
 
     lines = [
         f"# OPE against the simulator's truth: {args.seeds} seeds, {args.sessions:,} logged sessions each "
-        f"(logging: DQN-LSTM, served head, exploration {describe(cfg)}, k = {k}), truth from "
+        f"(logging: DQN-LSTM, served head, exploration {', '.join(settings)}, k = {k}), truth from "
         f"{args.truth_sessions:,} on-policy sessions per challenger ({args.truth_runs} seeded runs); per impression; 95% CIs from {args.bootstrap} "
         f"user resamples (the start states' users)",
         "",
-        "| challenger | reward | truth [its Monte Carlo 95% CI] | estimator | mean estimate | bias | RMSE | CI covers truth | "
-        "one-step truth on the logged states | CI covers it | mean ESS |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| exploration | challenger | reward | truth [its Monte Carlo 95% CI] | estimator | mean estimate | bias | RMSE | "
+        "CI covers truth | one-step truth on the logged states | CI covers it | mean ESS |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    summary = {}
-    for name in policies:
-        for reward in ("click", "buy"):
-            truth = np.array([r[name]["truth"][reward] for r in runs])
-            for weights, est in ([("slot", e) for e in ("ips", "snips", "dr")] + [("list", e) for e in ("ips", "snips", "dr")]
-                                 + [("session", e) for e in ("pdis", "wpdis", "pddr")]):
-                def part(r, name=name, reward=reward, weights=weights):
-                    return r[name][reward] if weights == "slot" else r[name][weights][reward]
-
-                value = np.array([part(r)[est]["value"] for r in runs])
-                low = np.array([part(r)[est]["ci_low"] for r in runs])
-                high = np.array([part(r)[est]["ci_high"] for r in runs])
-                ess = np.array([part(r)[est]["ess"] for r in runs])
-                onestep = np.array([r[name]["onestep"][reward] for r in runs])
-                covered = int(((low <= truth) & (truth <= high)).sum())
-                covered_onestep = int(((low <= onestep) & (onestep <= high)).sum())
-                err = value - truth
-                summary[f"{name}/{reward}/{weights}/{est}"] = {"bias": float(err.mean()), "rmse": float(np.sqrt((err**2).mean())),
-                                                    "covered": covered, "covered_onestep": covered_onestep,
-                                                    "bias_onestep": float((value - onestep).mean()), "seeds": len(runs)}
-                t_ci = truths[name][reward]
-                lines.append(f"| {name} | {'CTR' if reward == 'click' else 'conversion'} | {truth.mean():.4f} "
-                             f"[{t_ci['ci_low']:.4f}, {t_ci['ci_high']:.4f}] | {weights} {est} | "
-                             f"{value.mean():.4f} | {err.mean():+.4f} | {np.sqrt((err ** 2).mean()):.4f} | "
-                             f"{covered}/{len(runs)} | {onestep.mean():.4f} | {covered_onestep}/{len(runs)} | {ess.mean():,.0f} |")
-    observed = np.array([r["observed"]["click"] for r in runs])
-    lines += ["", f"Logging policy's observed CTR per impression: {observed.mean():.4f} (mean over seeds). "
-              f"Wall time {time.perf_counter() - started:.0f} s."]
+    for label, setting in settings.items():
+        for key, row in setting["summary"].items():
+            name, reward, weights, est = key.split("/")
+            t_ci = truths[name][reward]
+            lines.append(f"| {label} | {name} | {'CTR' if reward == 'click' else 'conversion'} | {t_ci['value']:.4f} "
+                         f"[{t_ci['ci_low']:.4f}, {t_ci['ci_high']:.4f}] | {ESTIMATOR_LABEL[weights]} {est} | "
+                         f"{row['mean']:.4f} | {row['bias']:+.4f} | {row['rmse']:.4f} | {row['covered']}/{row['seeds']} | "
+                         f"{row['onestep']:.4f} | {row['covered_onestep']}/{row['seeds']} | {row['ess']:,.0f} |")
+    lines.append("")
+    for label, setting in settings.items():
+        observed = np.array([r["observed"]["click"] for r in setting["runs"]])
+        lines.append(f"Logging policy's observed CTR per impression at {label}: {observed.mean():.4f} (mean over seeds).")
+    lines.append(f"Wall time {time.perf_counter() - started:.0f} s.")
     table = "\n".join(lines) + "\n"
     print(table)
     stem = Path(args.out) if args.out else Path(params.paths.artifacts) / "ope" / "ope_check"
     stem.parent.mkdir(parents=True, exist_ok=True)
     from drlrec.atomic import write_json, write_text
 
-    write_json(stem.with_suffix(".json"), {"args": vars(args), "truth": truths, "summary": summary, "runs": runs})
+    write_json(stem.with_suffix(".json"), {"args": vars(args), "truth": truths, "settings": settings})
     write_text(stem.with_suffix(".md"), table)
     return 0
+
+
+#: table labels of the estimator families (keys of a seed's estimates)
+ESTIMATOR_LABEL = {"slot": "slot", "list": "list", "session": "session", "session_sim": "session (simulator DM)"}
+FAMILIES = [("slot", e) for e in ("ips", "snips", "dr")] + [("list", e) for e in ("ips", "snips", "dr")] + [
+    ("session", e) for e in ("pdis", "wpdis", "pddr")] + [("session_sim", "pddr")]
+
+
+def check_seed(env, model, simulator, k: int, cfg, args, seed: int, truths: dict, policies: dict) -> dict:
+    """One seed: log --sessions sessions with exploration `cfg`, then every estimator of each challenger."""
+    log, list_log, onestep = log_sessions(env, model, k, args.top_m, cfg, args.sessions, seed, simulator)
+    row = {"seed": seed, "impressions": len(log), "observed": {"click": float(log[:, 2].mean()), "buy": float(log[:, 3].mean())}}
+    for c, name in enumerate(policies):
+        row[name] = {
+            "truth": {r: v["value"] for r, v in truths[name].items()},
+            "onestep": {"click": float(onestep[name][0]), "buy": float(onestep[name][1])},
+            "click": estimates(log, 5 + c, 2, args.bootstrap, seed),
+            "buy": estimates(log, 5 + c, 3, args.bootstrap, seed),
+            "list": {"click": estimates(log, 8 + c, 2, args.bootstrap, seed, pscore_col=7),
+                     "buy": estimates(log, 8 + c, 3, args.bootstrap, seed, pscore_col=7)},
+            "session": {"click": session_estimates(list_log, 6 + c, 2, args.bootstrap, seed),
+                        "buy": session_estimates(list_log, 6 + c, 3, args.bootstrap, seed)},
+            "session_sim": {"click": session_estimates(list_log, 6 + c, 2, args.bootstrap, seed, dm="simulator"),
+                            "buy": session_estimates(list_log, 6 + c, 3, args.bootstrap, seed, dm="simulator")},
+        }
+    print(f"  {len(log):,} impressions, observed CTR {row['observed']['click']:.4f}; "
+          + "; ".join(f"{n} truth {row[n]['truth']['click']:.4f} slot DR {_ci(row[n]['click']['dr'])}, session PDDR "
+                      f"{_ci(row[n]['session']['click']['pddr'])}, with the simulator's DM {_ci(row[n]['session_sim']['click']['pddr'])}"
+                      for n in policies), file=sys.stderr, flush=True)
+    return row
+
+
+def _ci(e: dict) -> str:
+    return f"{e['value']:.4f} [{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
+
+
+def summarize(runs: list[dict], policies: dict) -> dict:
+    """{challenger/reward/family/estimator: mean, bias, RMSE, coverage of the truth and of the one-step truth,
+    mean ESS} over the seeds."""
+    summary = {}
+    for name in policies:
+        for reward in ("click", "buy"):
+            truth = np.array([r[name]["truth"][reward] for r in runs])
+            onestep = np.array([r[name]["onestep"][reward] for r in runs])
+            for weights, est in FAMILIES:
+                part = [r[name][reward] if weights == "slot" else r[name][weights][reward] for r in runs]
+                value, low, high, ess = (np.array([p[est][f] for p in part]) for f in ("value", "ci_low", "ci_high", "ess"))
+                err = value - truth
+                summary[f"{name}/{reward}/{weights}/{est}"] = {
+                    "mean": float(value.mean()), "bias": float(err.mean()), "rmse": float(np.sqrt((err**2).mean())),
+                    "covered": int(((low <= truth) & (truth <= high)).sum()),
+                    "covered_onestep": int(((low <= onestep) & (onestep <= high)).sum()),
+                    "onestep": float(onestep.mean()), "bias_onestep": float((value - onestep).mean()),
+                    "ess": float(ess.mean()), "seeds": len(runs)}
+    return summary
 
 
 if __name__ == "__main__":
