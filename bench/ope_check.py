@@ -150,20 +150,22 @@ def on_policy_truth(env, policy, sessions: int, runs: int, k: int) -> dict:
     return out
 
 
+#: list-row columns of the simulator's expected (clicks, buys) of a list at the logged state (log_sessions)
+EXPECTED_COLS = {"logged": 9, "close": 11, "far": 13}
+
+
 def session_estimates(lists: np.ndarray, target_col: int, reward_col: int, n_boot: int, seed: int,
-                      dm: str = "logs") -> dict:
+                      q_cols: tuple[int, int] | None = None) -> dict:
     """Per-decision estimates over whole sessions from the list-level log (log_sessions' list rows). The
-    direct method of pddr: `logs`, the logs' mean list reward at each step (the same for every candidate);
-    `simulator`, the simulator's expected reward of the logged list and of the candidate's list at each
-    logged state (list columns 9-14; the response model the issue allows as the direct method)."""
+    direct method of pddr: the logs' mean list reward at each step (the same for every candidate), or with
+    `q_cols` = (logged list's column, candidate list's column) the simulator's expected reward of those
+    lists at each logged state (EXPECTED_COLS; the response model the issue allows as the direct method)."""
     from drlrec.ope import BootstrapConfig, SessionLog, estimate_sessions, slot_mean_reward
 
     step = lists[:, 1].astype(np.int64)
     reward = lists[:, reward_col]
-    if dm == "simulator":
-        which = reward_col - 2  # 0 clicks, 1 buys
-        q_logged = lists[:, 9 + which]
-        q_target = lists[:, 11 + 2 * (target_col - 6) + which]  # close (col 6) -> 11/12, far (col 7) -> 13/14
+    if q_cols is not None:
+        q_logged, q_target = lists[:, q_cols[0]], lists[:, q_cols[1]]
     else:
         q_logged = q_target = slot_mean_reward(step, reward)
     log = SessionLog(session=lists[:, 0].astype(np.int64), group=lists[:, 8].astype(np.int64), step=step, reward=reward, size=lists[:, 4],
@@ -322,8 +324,9 @@ def check_seed(env, model, simulator, k: int, cfg, args, seed: int, truths: dict
                      "buy": estimates(log, 8 + c, 3, args.bootstrap, seed, pscore_col=7)},
             "session": {"click": session_estimates(list_log, 6 + c, 2, args.bootstrap, seed),
                         "buy": session_estimates(list_log, 6 + c, 3, args.bootstrap, seed)},
-            "session_sim": {"click": session_estimates(list_log, 6 + c, 2, args.bootstrap, seed, dm="simulator"),
-                            "buy": session_estimates(list_log, 6 + c, 3, args.bootstrap, seed, dm="simulator")},
+            "session_sim": {reward: session_estimates(list_log, 6 + c, 2 + r, args.bootstrap, seed,
+                                                      q_cols=(EXPECTED_COLS["logged"] + r, EXPECTED_COLS[name] + r))
+                            for r, reward in enumerate(("click", "buy"))},
         }
     print(f"  {len(log):,} impressions, observed CTR {row['observed']['click']:.4f}; "
           + "; ".join(f"{n} truth {row[n]['truth']['click']:.4f} slot DR {_ci(row[n]['click']['dr'])}, session PDDR "

@@ -180,19 +180,13 @@ def exact_top_k(t, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     values, items = t.topk(min(k + 1, t.shape[1]), dim=1)  # [B, k (+1)]: the (k+1)-th shows a tie across the cut
     kth = values[:, k - 1 : k]  # [B, 1]
-    # topk may cut inside a run of scores equal to the k-th: keep the lowest indices of that run. Only a row
-    # whose (k+1)-th score equals its k-th can hold such a run, so only those rows are counted in full.
-    tied_rows = torch.zeros(0, dtype=torch.long, device=t.device)
+    # topk may cut inside a run of scores equal to the k-th: keep the lowest indices of that run. A row has
+    # more than k scores >= its k-th exactly when its (k+1)-th score equals the k-th, so no row needs a count over the catalogue.
     if values.shape[1] > k:
-        maybe_rows = ((values[:, k] >= kth[:, 0]) & torch.isfinite(kth[:, 0])).nonzero().flatten()
-        if len(maybe_rows):
-            sub_t, sub_kth = t[maybe_rows], kth[maybe_rows]
-            if t.is_cuda:
-                over = (sub_t >= sub_kth).sum(dim=1) > k
-            else:  # np.count_nonzero along rows is ~8x faster than torch's bool sum on CPU
-                over = torch.from_numpy(np.count_nonzero(sub_t.numpy() >= sub_kth.numpy(), axis=1) > k)
-            tied_rows = maybe_rows[over.to(t.device)]
-    values, items = values[:, :k], items[:, :k].contiguous()
+        tied_rows = ((values[:, k] >= kth[:, 0]) & torch.isfinite(kth[:, 0])).nonzero().flatten()
+    else:
+        tied_rows = torch.zeros(0, dtype=torch.long, device=t.device)
+    items = items[:, :k].contiguous()
     if len(tied_rows):
         sub, sub_kth = t[tied_rows], kth[tied_rows]
         chosen = sub > sub_kth  # [r, n_items]
