@@ -121,3 +121,27 @@ def test_scan_is_the_default_and_ranks_a_model_without_an_item_table_exactly():
     assert isinstance(make_retriever(_model("ce"), "scan"), FullScan)
     with pytest.raises(ConfigError, match="needs a DQN-LSTM bundle"):
         make_retriever(popularity, "ann")
+
+
+def test_a_model_served_under_inference_mode_still_trains_and_ranks_the_same():
+    """ServingModel ranks under torch.inference_mode, which also fills the model's item-table cache with
+    an inference tensor; a later training step must still take gradients through the item table (no
+    inference tensor saved for backward), and ranking outside the mode gives the same lists."""
+    from drlrec.models.dqn_lstm import TensorStates
+
+    model = _model("ce")
+    states = _states()
+    with torch.inference_mode():
+        scan_items, _ = FullScan(model).recommend(states, 10)
+        model_items, _ = model.recommend(states, 10)  # fills the cached item table inside the mode
+    network = model.network
+    network.train()
+    loss = network.ce_logits(network.encode(TensorStates(states, model.device))).logsumexp(dim=1).sum()
+    loss.backward()
+    assert network.item_embedding.weight.grad is not None and network.item_embedding.weight.grad.abs().sum() > 0
+    network.zero_grad()
+    network.eval()
+    with torch.no_grad():
+        np.testing.assert_array_equal(FullScan(model).recommend(states, 10)[0], scan_items)
+        np.testing.assert_array_equal(model.recommend(states, 10)[0], model_items)
+    np.testing.assert_array_equal(scan_items, model_items)
