@@ -35,6 +35,14 @@ import pandas as pd
 
 #: the artifact key of the bundle folder inside the MLflow model
 BUNDLE_KEY = "bundle"
+
+
+def serve_retrieval() -> str:
+    """How the pyfunc ranks: the service's default serve.retrieval (the one-pass scan), so a loaded MLflow
+    model answers as the service does."""
+    from drlrec.config import ServeConfig
+
+    return ServeConfig().retrieval
 #: the input columns (each cell a list, one entry per event, oldest first)
 INPUT_COLUMNS = ("item_id", "category_id", "behavior_type", "timestamp")
 
@@ -49,7 +57,9 @@ def _python_model_class():
             from drlrec.bundle import load_bundle
             from drlrec.serving.recommender import ServingModel
 
-            self.serving = ServingModel(load_bundle(context.artifacts[BUNDLE_KEY]), "mlflow")
+            # the service's default retrieval (serve.retrieval: scan): the same top-k as the model, and no
+            # [n_items, 128] scoring table beside the model (2.1 GB at 4.2M items)
+            self.serving = ServingModel(load_bundle(context.artifacts[BUNDLE_KEY]), "mlflow", retrieval=serve_retrieval())
 
         def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
             return recommend_frame(self.serving, model_input, int((params or {}).get("k", 10)))
@@ -106,7 +116,7 @@ def input_example(bundle_dir: str | Path, events: int = 5):
     from drlrec.bundle import load_bundle
     from drlrec.serving.recommender import ServingModel
 
-    serving = ServingModel(load_bundle(bundle_dir), "example")
+    serving = ServingModel(load_bundle(bundle_dir), "example", retrieval=serve_retrieval())
     items = serving.popular[:events]
     return pd.DataFrame({
         "item_id": [serving.raw_item[items].astype(np.int64).tolist()],

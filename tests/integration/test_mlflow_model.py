@@ -67,11 +67,12 @@ def user_histories(params, users: int = 6, events: int = 15) -> pd.DataFrame:
 
 def service_lists(uri: str, frame: pd.DataFrame, k: int = 10) -> list[list[int]]:
     """What the API ranks with: ServingModel over the champion's bundle (drlrec.registry.load_champion)."""
+    from drlrec.config import ServeConfig
     from drlrec.mlflow_model import histories
     from drlrec.registry import load_champion
     from drlrec.serving.recommender import ServingModel
 
-    serving = ServingModel(load_champion(tracking_uri=uri), "champion")
+    serving = ServingModel(load_champion(tracking_uri=uri), "champion", retrieval=ServeConfig().retrieval)
     return [serving.recommend(history, k, exclude).item_id.tolist() for history, exclude in histories(frame)]
 
 

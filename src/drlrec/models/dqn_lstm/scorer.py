@@ -92,7 +92,11 @@ class DQNLSTM(Scorer):
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> DQNLSTM:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        # memory-mapped: the weights are copied into the network from the file's pages, and the other heads'
+        # weights (head_states, read only when compare or simulate switch heads) stay on disk until used.
+        # Read whole, a 4.2M-item model (two 1 GB item tables in the file) took 3.7 GB to load for 1 GB of
+        # network. Files are replaced by rename (drlrec.atomic), so a mapping never sees a half-written one.
+        payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         # models saved before the mixture (2026-12-02) and the repeat factors (2026-12-07) existed
         raw = {"repeat_mode": "additive", "repeat_factors": False, **payload["model_config"]}
         cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
