@@ -16,8 +16,9 @@ per user, items drawn like build_bundle's Zipf popularity, a third of the events
 earlier items; every request excludes --exclude of the user's own items. A random-weight model's item
 vectors are close to isotropic: the hard case for an ANN index (a trained model's are more clustered).
 Latency is wall-clock per call (time.perf_counter) with torch on --threads threads (serve.torch_threads) and
-faiss on one; the machine may be
-shared, so compare rows of one run. Memory: the process's resident set (VmRSS) before and after the build.
+faiss on one; the machine may be shared and its speed moves, so compare rows of one run. Up to 1M items a
+reference row times faiss's inner products over a random table of the catalogue's size with 64 columns
+(the scan's kernel alone): read a run's latencies against it. Memory: the process's resident set (VmRSS) before and after the build.
 
 Run: python bench/bench_recommend.py [--items 100000,4162024] [--requests 500] [--nprobe 16,32,64,...]
 """
@@ -77,6 +78,26 @@ def run_path(serving, users, k: int, warmup: int) -> tuple[np.ndarray, list[np.n
     return np.asarray(times) * 1e3, lists
 
 
+def kernel_reference_ms(n_items: int, dim: int = 64, reps: int = 300) -> tuple[float, float]:
+    """p50 / p95 ms of faiss's inner products of one query with a random [n_items, dim] float32 table: the
+    scan's memory-bound kernel alone, so a run can be read against the machine's speed at the time (the
+    shared VM's memory speed moves by 2x within an hour, and every path's latency with it)."""
+    import faiss
+
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((n_items, dim), dtype=np.float32)
+    query = rng.standard_normal(dim, dtype=np.float32)
+    out = np.empty(n_items, dtype=np.float32)
+    times = []
+    for rep in range(reps + 20):
+        start = time.perf_counter()
+        faiss.fvec_inner_products_ny(faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(table), dim, n_items)
+        if rep >= 20:  # warm-up
+            times.append(time.perf_counter() - start)
+    p50, p95 = np.percentile(np.asarray(times) * 1e3, [50, 95])
+    return float(p50), float(p95)
+
+
 def recall(found: list[np.ndarray], truth: list[np.ndarray]) -> float:
     return float(np.mean([len(np.intersect1d(f, t)) / max(len(t), 1) for f, t in zip(found, truth, strict=True)]))
 
@@ -106,6 +127,11 @@ def bench_size(n_items: int, args, work: Path) -> list[str]:
           f"resident {rss_bytes() / 2**30:.2f} GiB", flush=True)
     users = make_histories(serving, args.requests, args.history, args.exclude, args.seed)
     rows = []
+    if n_items <= 1_000_000:  # the reference needs a second table of the catalogue's size
+        p50, p95 = kernel_reference_ms(n_items)
+        rows.append(f"{'reference: faiss pass, random [n, 64]':<34}{n_items:>10,}{p50:>9.2f}{p95:>9.2f}{'':>9}{'-':>11}  "
+                    "the scan's kernel alone: the machine's speed during this run")
+        print(rows[-1], flush=True)
     exact_ms, truth = run_path(serving, users, args.k, args.warmup)
     rows.append(row("exact (model.recommend)", n_items, exact_ms, "1.000"))
     print(rows[-1], flush=True)
