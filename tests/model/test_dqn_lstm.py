@@ -354,3 +354,30 @@ def test_negative_targets_come_from_the_network_that_negative_target_names() -> 
     assert td_loss(moved, "online") == pytest.approx(td_loss(same, "online"), rel=1e-6)
     assert td_loss(same, "target") == pytest.approx(td_loss(same, "online"), rel=1e-5)
     assert abs(td_loss(moved, "target") - td_loss(same, "target")) > 0.1
+
+
+def test_a_loaded_model_switches_heads_after_its_file_is_replaced(tmp_path: Path) -> None:
+    """DQNLSTM.load memory-maps model.pt, so the other head's weights stay in the file until use_head reads
+    them. Files are replaced by rename (save_torch), so a new model saved to the same path afterwards must
+    not change what the loaded one switches to: each head scores as it did when saved."""
+    states = random_states(6, 200, 10)
+    model = DQNLSTM(200, 10, SMALL, score_with="ce")
+    served = {k: v.clone() for k, v in model.network.state_dict().items()}
+    torch.manual_seed(7)
+    other = DQNLSTM(200, 10, SMALL).network.state_dict()  # the Q head's own validated weights
+    model.head_states = {"ce": served, "q": {k: v.clone() for k, v in other.items()}}
+    model.use_head("q")
+    q_scores = model.score(states)
+    model.use_head("ce")
+    ce_scores = model.score(states)
+    model.save(tmp_path / "m.pt")
+
+    loaded = DQNLSTM.load(tmp_path / "m.pt")
+    torch.manual_seed(8)
+    DQNLSTM(200, 10, SMALL, score_with="ce").save(tmp_path / "m.pt")  # a newer model in the same place
+    np.testing.assert_array_equal(loaded.score(states), ce_scores)
+    loaded.use_head("q")
+    np.testing.assert_array_equal(loaded.score(states), q_scores)
+    loaded.use_head("ce")
+    np.testing.assert_array_equal(loaded.score(states), ce_scores)
+    assert not np.array_equal(q_scores, ce_scores)
